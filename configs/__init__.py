@@ -1,0 +1,1 @@
+"""Packaged copies of the YAML configs (importable as ``ghost_lens.configs``)."""

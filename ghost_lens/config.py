@@ -1,0 +1,359 @@
+"""Configs: one dataclass per stage plus the composite :class:`RunConfig`.
+
+The YAML files in ``configs/`` map one-to-one onto these classes. User input is strict: an unknown key is an
+error naming the key. Saved artifacts are re-read leniently (:func:`from_dict` with ``strict=False``).
+``__post_init__`` validates only; it does no I/O and seeds nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from ghost_lens.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+@dataclass
+class WorldConfig:
+    """The toy-facts world: a generated knowledge base, a tiny model that memorises it, and its SAEs."""
+
+    seed: int = 0
+    """Every random choice of the world (names, facts, weights, SAEs) follows from this seed."""
+    n_entities: int = 240
+    """Entities in the knowledge base (known + unknown)."""
+    unknown_fraction: float = 0.25
+    """Share of entities whose facts the model never sees in training."""
+    held_out_relation_fraction: float = 0.2
+    """Share of (known entity, relation) facts held out of training: a familiar entity, an unseen fact."""
+    n_layers: int = 4
+    d_model: int = 128
+    n_heads: int = 4
+    d_mlp: int = 512
+    train_steps: int = 3000
+    """Upper bound on optimiser steps; training stops early once known-fact accuracy reaches ``target_accuracy``."""
+    target_accuracy: float = 0.97
+    sae_expansion: int = 4
+    """SAE width as a multiple of ``d_model``."""
+    sae_architecture: Literal["standard", "topk", "jumprelu"] = "topk"
+    sae_training_tokens: int = 400_000
+
+    def __post_init__(self) -> None:
+        _check(self.n_entities >= 10, "world.n_entities must be >= 10")
+        _check(0.0 < self.unknown_fraction < 1.0, "world.unknown_fraction must be in (0, 1)")
+        _check(0.0 <= self.held_out_relation_fraction < 1.0, "world.held_out_relation_fraction must be in [0, 1)")
+        _check(self.d_model % self.n_heads == 0, "world.d_model must be divisible by world.n_heads")
+
+
+@dataclass
+class CaptureConfig:
+    """How the model is run and what is kept of each forward pass."""
+
+    hook: Literal["resid_pre", "resid_mid", "resid_post"] = "resid_post"
+    """Residual-stream hook read at each tracked layer (``blocks.{L}.hook_{hook}``)."""
+    layers: list[int] | None = None
+    """Layers to track; ``None`` = every layer the SAE bundle covers."""
+    top_k: int = 64
+    """Active SAE features kept per token per layer (indices and values); must be >= ``tracker.top_k_features``
+    only per token, so a small number suffices: the tracker picks its detections among these."""
+    batch_size: int = 8
+    max_length: int | None = None
+    """Truncate prompt+answer from the left to this many tokens (default: the model's context ``n_ctx``)."""
+    store_fp16: bool = False
+    """Store feature values and residual vectors in float16 (half the disk; tracking is unchanged to ~1e-3)."""
+    prepend_bos: bool = True
+
+    def __post_init__(self) -> None:
+        _check(self.top_k >= 1, "capture.top_k must be >= 1")
+        _check(self.batch_size >= 1, "capture.batch_size must be >= 1")
+        _check(self.max_length is None or self.max_length >= 2, "capture.max_length must be >= 2")
+
+
+@dataclass
+class TrackerConfig:
+    """Hypothesis tracking (defaults: the seed research's GPT-2-small baseline)."""
+
+    top_k_features: int = 50
+    """Detections per layer per example: the strongest (feature, position) activations in the tracked span."""
+    semantic_weight: float = 0.6
+    """Weight of the cosine similarity of the two features' SAE decoder directions."""
+    activation_weight: float = 0.2
+    """Weight of the similarity of the two (normalised) activations."""
+    position_weight: float = 0.2
+    """Weight of token-position locality (1 at the same position, decaying with distance)."""
+    association_threshold: float = 0.5
+    """A detection continues a track when its association score is >= this."""
+    birth_threshold: float = 0.5
+    """An unmatched detection whose normalised activation is >= this starts a new track."""
+    death_threshold: float = 0.1
+    """A track whose best continuation scores < this (or that finds none) dies."""
+    assignment: Literal["optimal", "greedy"] = "optimal"
+    """One-to-one matching per layer: optimal (Hungarian, scipy) or greedy by score."""
+    positions: Literal["answer", "all", "last_prompt_and_answer"] = "last_prompt_and_answer"
+    """Which token positions provide detections."""
+    position_scale: float = 2.0
+    """Distance (tokens) at which position locality falls to 1/e."""
+
+    def __post_init__(self) -> None:
+        _check(self.top_k_features >= 1, "tracker.top_k_features must be >= 1")
+        for name in ("semantic_weight", "activation_weight", "position_weight"):
+            _check(getattr(self, name) >= 0, f"tracker.{name} must be >= 0")
+        _check(
+            self.semantic_weight + self.activation_weight + self.position_weight > 0,
+            "tracker weights must not all be zero",
+        )
+        _check(self.position_scale > 0, "tracker.position_scale must be > 0")
+
+
+@dataclass
+class DetectorConfig:
+    """The entropy/churn detector."""
+
+    entropy_weight: float = 0.4
+    churn_weight: float = 0.3
+    ml_weight: float = 0.3
+    classifier: Literal["logistic", "gradient_boosting"] = "logistic"
+    calibration: Literal["platt", "isotonic", "temperature", "none"] = "platt"
+
+    def __post_init__(self) -> None:
+        for name in ("entropy_weight", "churn_weight", "ml_weight"):
+            _check(getattr(self, name) >= 0, f"detector.{name} must be >= 0")
+        _check(self.entropy_weight + self.churn_weight + self.ml_weight > 0, "detector weights must not all be zero")
+
+
+@dataclass
+class EvalConfig:
+    """The evaluation protocol."""
+
+    n_folds: int = 5
+    """Stratified group k-fold: no group (question, entity) is on both sides of a split."""
+    n_bootstrap: int = 1000
+    """Bootstrap resamples (of groups) for the confidence intervals."""
+    confidence: float = 0.95
+    baselines: list[str] = field(
+        default_factory=lambda: ["length", "text", "logprob", "entropy", "probe", "random_decoder", "shuffled"]
+    )
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.n_folds >= 2, "eval.n_folds must be >= 2")
+        _check(0.5 < self.confidence < 1.0, "eval.confidence must be in (0.5, 1)")
+        _check(self.n_bootstrap >= 10, "eval.n_bootstrap must be >= 10")
+
+
+@dataclass
+class RunConfig:
+    """Everything one ``ghost-lens track`` run needs; saved as ``config.yaml`` in the run folder."""
+
+    model: str = "toy-facts"
+    """``toy-facts`` or a TransformerLens official model name (``gpt2``, ``gpt2-medium``, ...)."""
+    sae_release: str | None = "toy-facts-res"
+    """A SAELens registry release, a Hugging Face repo id (``org/name``) or ``toy-facts-res``."""
+    sae_id_template: str | None = None
+    """For releases with several SAEs per layer: an id with ``{layer}`` (e.g. ``blocks.{layer}.hook_resid_pre``)."""
+    sae_dir: str | None = None
+    """A local folder of SAELens-saved SAEs (one sub-folder per layer); overrides ``sae_release``."""
+    dataset: str = "toy-facts"
+    """``toy-facts``, ``toy-facts-statement``, ``truthfulqa``, ``halueval`` or a path to a CSV/JSONL file."""
+    num_samples: int | None = None
+    seed: int = 0
+    device: str = "cpu"
+    world: WorldConfig = field(default_factory=WorldConfig)
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.num_samples is None or self.num_samples >= 1, "num_samples must be >= 1")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# dict / YAML conversion
+
+
+def _resolve_hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Coerce a YAML / command-line value to the annotated type, naming ``key`` on failure."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        if isinstance(value, str) and value.lower() in ("none", "null", "~") and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if errors else f"{key}: bad value {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin is list:
+        (item_tp,) = args or (Any,)
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, item_tp, key) for v in value]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ConfigError(f"{key}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        try:
+            as_float = float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
+        if not as_float.is_integer():
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return int(as_float)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+    if tp is str:
+        if isinstance(value, dict | list):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict[str, Any] | None, *, strict: bool = True, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from a (possibly nested) dict.
+
+    ``strict=True`` (user input): an unknown key raises :class:`ConfigError` naming it.
+    ``strict=False`` (re-reading saved artifacts): unknown keys are ignored.
+    """
+    data = dict(data or {})
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = _resolve_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in names]
+    if unknown and strict:
+        key = f"{prefix}{unknown[0]}"
+        raise ConfigError(f"unknown config key {key!r} (valid keys here: {', '.join(sorted(names))})")
+    kwargs: dict[str, Any] = {}
+    for name in names:
+        if name not in data:
+            continue
+        key = f"{prefix}{name}"
+        tp = hints[name]
+        value = data[name]
+        if _is_dataclass_type(tp):
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+            kwargs[name] = from_dict(tp, value, strict=strict, prefix=f"{key}.")
+        else:
+            kwargs[name] = _coerce(value, tp, key)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # pragma: no cover - defensive
+        raise ConfigError(f"{prefix or 'config'}: {exc}") from None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(cfg: T, overrides: list[str] | None) -> T:
+    """Apply ``key=value`` overrides (dotted keys, e.g. ``tracker.top_k_features=100``); YAML-parsed values."""
+    if not overrides:
+        return cfg
+    data = to_dict(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        key = key.strip()
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            if not isinstance(node, dict) or part not in node or not isinstance(node[part], dict):
+                raise ConfigError(f"unknown config key {'.'.join(parts[: i + 1])!r} in --set {item!r}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ConfigError(f"unknown config key {key!r} in --set {item!r}")
+        node[parts[-1]] = value
+    return from_dict(type(cfg), data, strict=True)
+
+
+def load_yaml_dict(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: malformed YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config keys")
+    return data
+
+
+def packaged_config_path(name: str) -> Path:
+    """Path of a config shipped with ghost-lens (``default``, ``gpt2-medium``, ``toy``)."""
+    from importlib.resources import files
+
+    return Path(str(files("ghost_lens.configs").joinpath(f"{name}.yaml")))
+
+
+def load_config(path_or_name: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a :class:`RunConfig` from a YAML path or a packaged config name, then apply ``--set`` overrides."""
+    if path_or_name is None:
+        cfg = RunConfig()
+    else:
+        p = Path(path_or_name)
+        if not p.suffix and not p.exists():
+            p = packaged_config_path(str(path_or_name))
+            if not p.is_file():
+                raise ConfigError(f"no config file or packaged config named {str(path_or_name)!r}")
+        cfg = from_dict(RunConfig, load_yaml_dict(p), strict=True)
+    return apply_overrides(cfg, overrides)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))

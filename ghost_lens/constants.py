@@ -1,0 +1,32 @@
+"""File names of every artifact ghost-lens writes (one place, so save_* and load_* agree)."""
+
+# capture stage
+CAPTURE_TENSORS = "capture.safetensors"
+CAPTURE_META = "capture.json"
+CAPTURE_DECODERS = "decoders.safetensors"
+
+# tracking stage
+GRAPHS_DIR = "graphs"
+TRACK_METRICS = "track_metrics.json"
+TRACKING_SUMMARY = "tracking_summary.json"
+
+# detection / evaluation stage
+DETECTION_METRICS = "detection_metrics.json"
+PREDICTIONS = "predictions.csv"
+ROC_PLOT = "roc.png"
+RELIABILITY_PLOT = "reliability.png"
+TRACK_PLOT = "tracks_example.png"
+
+# run folder
+MANIFEST = "manifest.json"
+CONFIG = "config.yaml"
+REPORT = "report.md"
+TUNE_RESULTS = "tune_results.json"
+
+# SAE folders (SAELens's own names, written by sae.save_model)
+SAE_CFG = "cfg.json"
+SAE_WEIGHTS = "sae_weights.safetensors"
+SAE_QUALITY = "quality.json"
+
+# environment
+CACHE_ENV = "GHOST_LENS_CACHE"
