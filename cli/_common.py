@@ -1,0 +1,100 @@
+"""What every command shares: the console, the debug switch, one-line errors, config loading."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _State:
+    debug: bool = False
+
+
+state = _State()
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="YAML config path, or a packaged config name (default, toy, gpt2-medium)."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override any config field, e.g. --set tracker.top_k_features=100 (repeatable)."),
+]
+
+
+def setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
+        force=True,
+    )
+
+
+def handle_errors(fn: F) -> F:
+    """Turn user errors into one red line and a non-zero exit; the traceback only under ``--debug``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from ghost_lens.errors import GhostLensError
+
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, SystemExit):
+            raise
+        except GhostLensError as exc:
+            if state.debug:
+                raise
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("[bold red]interrupted[/]")
+            raise typer.Exit(130) from None
+        except Exception as exc:  # an unexpected failure: still one line unless --debug
+            if state.debug:
+                raise
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            err_console.print(
+                f"[bold red]error:[/] {type(exc).__name__}: {msg} (rerun with --debug for the traceback)",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def load_run_config(config: str | None, overrides: list[str] | None, **fields: Any):
+    """The config file (or the dataclass defaults), then command-line fields, then ``--set`` overrides."""
+    from ghost_lens.config import apply_overrides, load_config
+
+    cfg = load_config(config)
+    flat = [f"{k}={_yaml_value(v)}" for k, v in fields.items() if v is not None]
+    cfg = apply_overrides(cfg, flat)
+    return apply_overrides(cfg, overrides)
+
+
+def _yaml_value(v: Any) -> str:
+    import json
+
+    if isinstance(v, str):
+        return json.dumps(v)  # quoted: "gpt2" stays a string, "1" stays "1"
+    return json.dumps(v)
+
+
+def exit_usage(msg: str) -> None:
+    err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    sys.stdout.flush()
+    raise typer.Exit(2)

@@ -1,0 +1,51 @@
+"""The ``ghost-lens`` command: a thin Typer app; each command parses, loads a config, calls one library function.
+
+Heavy imports (torch, transformer_lens, sae_lens) happen inside commands so ``ghost-lens --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ghost_lens._version import __version__
+from ghost_lens_cli import saes, toy
+from ghost_lens_cli._common import setup_logging, state
+
+app = typer.Typer(
+    name="ghost-lens",
+    help="Detect hallucinations by tracking SAE features across layers (TransformerLens + SAELens).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(toy.app, name="toy")
+app.add_typer(saes.app, name="saes")
+app.command("train-saes")(saes.train_saes_cmd)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"ghost-lens {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def callback(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+) -> None:
+    state.debug = debug
+    setup_logging(verbose)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
