@@ -1,5 +1,70 @@
-"""ghost-lens: detect hallucinations by tracking SAE features across layers (TransformerLens + SAELens)."""
+"""ghost-lens: detect hallucinations by tracking SAE features across layers (TransformerLens + SAELens).
+
+The pipeline with TransformerLens and SAELens objects in and out::
+
+    from ghost_lens import RunConfig, load_examples, run_pipeline
+    result = run_pipeline(model, {layer: sae, ...}, examples, RunConfig())
+    result.evaluation.summary_rows()      # detector and baselines, AUROC with 95% CIs
+    result.tracking.graphs[0]             # a TrackGraph (networkx DiGraph inside)
+
+Stage by stage: :func:`capture`, :func:`track`, :func:`evaluate`; a whole run folder: :func:`run_track`.
+"""
 
 from ghost_lens._version import __version__
+from ghost_lens.config import (
+    CaptureConfig,
+    DetectorConfig,
+    EvalConfig,
+    RunConfig,
+    TrackerConfig,
+    WorldConfig,
+    load_config,
+)
+from ghost_lens.data import Example, load_examples
+from ghost_lens.errors import GhostLensError
+from ghost_lens.pipeline import PipelineResult, capture, evaluate, load_model_and_bundle, run_pipeline, track
+from ghost_lens.runner import run_track
 
-__all__ = ["__version__"]
+_LAZY = {
+    "FeatureTrace": "ghost_lens.capture.trace",
+    "load_model": "ghost_lens.models",
+    "load_bundle": "ghost_lens.saes.sources",
+    "SAEBundle": "ghost_lens.saes.bundle",
+    "train_saes": "ghost_lens.saes.training",
+    "get_world": "ghost_lens.toy.world",
+    "HallucinationDetector": "ghost_lens.detect.detector",
+    "TrackGraph": "ghost_lens.tracking.graph",
+    "TrackingResult": "ghost_lens.tracking.run",
+}
+
+
+def __getattr__(name: str):  # heavy modules (torch, sae_lens, sklearn) load only when asked for
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ghost_lens' has no attribute {name!r}")
+
+
+__all__ = [
+    "CaptureConfig",
+    "DetectorConfig",
+    "EvalConfig",
+    "Example",
+    "FeatureTrace",
+    "GhostLensError",
+    "PipelineResult",
+    "RunConfig",
+    "TrackerConfig",
+    "WorldConfig",
+    "__version__",
+    "capture",
+    "evaluate",
+    "load_config",
+    "load_examples",
+    "load_model_and_bundle",
+    "run_pipeline",
+    "run_track",
+    "track",
+    *_LAZY,
+]

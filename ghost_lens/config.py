@@ -38,6 +38,18 @@ class WorldConfig:
     """Share of entities whose facts the model never sees in training."""
     held_out_relation_fraction: float = 0.2
     """Share of (known entity, relation) facts held out of training: a familiar entity, an unseen fact."""
+    n_relations: int = 6
+    """Relations per entity, taken in order from ``ghost_lens.toy.kb.RELATION_CATALOGUE`` (at most 8)."""
+    n_families: int = 6
+    """Regions: every fact follows its region's typical answer with the relation's strength (at most 8)."""
+    name_cue: float = 0.8
+    """Probability that a name's last syllable comes from its own region's pool (a hint of origin)."""
+    n_shared_syllables: int = 30
+    """Syllables the non-final parts of names are drawn from."""
+    lookalike_fraction: float = 0.5
+    """Share of unknown entities made from a known entity's name with one syllable changed."""
+    n_eval_known: int = 300
+    """Training facts of known entities sampled into the examples (beside all held-out and unknown facts)."""
     n_layers: int = 4
     d_model: int = 128
     n_heads: int = 4
@@ -45,16 +57,31 @@ class WorldConfig:
     train_steps: int = 3000
     """Upper bound on optimiser steps; training stops early once known-fact accuracy reaches ``target_accuracy``."""
     target_accuracy: float = 0.97
+    """Greedy accuracy on the training facts at which training stops (checked every ``eval_every`` steps)."""
+    batch_size: int = 128
+    lr: float = 3e-3
+    eval_every: int = 50
     sae_expansion: int = 4
     """SAE width as a multiple of ``d_model``."""
     sae_architecture: Literal["standard", "topk", "jumprelu"] = "topk"
-    sae_training_tokens: int = 400_000
+    sae_training_tokens: int = 60_000
+    """Activations each SAE trains on (the training sentences, repeated; each pass reruns the model)."""
+    sae_k: int = 16
+    """Active features per token of a TopK SAE."""
+    sae_lr: float = 4e-3
+    sae_batch_tokens: int = 512
 
     def __post_init__(self) -> None:
         _check(self.n_entities >= 10, "world.n_entities must be >= 10")
         _check(0.0 < self.unknown_fraction < 1.0, "world.unknown_fraction must be in (0, 1)")
         _check(0.0 <= self.held_out_relation_fraction < 1.0, "world.held_out_relation_fraction must be in [0, 1)")
         _check(self.d_model % self.n_heads == 0, "world.d_model must be divisible by world.n_heads")
+        _check(1 <= self.n_relations <= 8, "world.n_relations must be in [1, 8]")
+        _check(1 <= self.n_families <= 8, "world.n_families must be in [1, 8]")
+        _check(0.0 <= self.name_cue <= 1.0, "world.name_cue must be in [0, 1]")
+        _check(0.0 <= self.lookalike_fraction <= 1.0, "world.lookalike_fraction must be in [0, 1]")
+        _check(self.n_shared_syllables >= 4, "world.n_shared_syllables must be >= 4")
+        _check(0.0 < self.target_accuracy <= 1.0, "world.target_accuracy must be in (0, 1]")
 
 
 @dataclass
@@ -72,7 +99,8 @@ class CaptureConfig:
     max_length: int | None = None
     """Truncate prompt+answer from the left to this many tokens (default: the model's context ``n_ctx``)."""
     store_fp16: bool = False
-    """Store feature values and residual vectors in float16 (half the disk; tracking is unchanged to ~1e-3)."""
+    """Store feature values, residual vectors and decoder directions in float16 (half the disk; tracking is
+    unchanged to ~1e-3)."""
     prepend_bos: bool = True
 
     def __post_init__(self) -> None:
@@ -83,26 +111,40 @@ class CaptureConfig:
 
 @dataclass
 class TrackerConfig:
-    """Hypothesis tracking (defaults: the seed research's GPT-2-small baseline)."""
+    """Hypothesis tracking (``ghost_lens.tracking``). Defaults: the seed research's GPT-2-small baseline.
+
+    Per example and tracked layer, the strongest feature activations are *detections*; a detection continues a
+    track from the previous tracked layer, starts a new track, or is clutter. Activations are normalised per example
+    and layer (divided by that layer's largest detection activation, so in (0, 1]); the birth and death thresholds
+    and the activation similarity use the normalised value. A value within 1e-6 of a threshold reaches it.
+    """
 
     top_k_features: int = 50
-    """Detections per layer per example: the strongest (feature, position) activations in the tracked span."""
+    """Detections per layer per example: the strongest (feature, position) activations among the tracked
+    positions (chosen among the ``capture.top_k`` features kept per token)."""
     semantic_weight: float = 0.6
-    """Weight of the cosine similarity of the two features' SAE decoder directions."""
+    """Weight of the cosine similarity of the two features' SAE decoder directions (in [-1, 1])."""
     activation_weight: float = 0.2
-    """Weight of the similarity of the two (normalised) activations."""
+    """Weight of the activation similarity ``1 - |a - b|`` of the two normalised activations (in [0, 1])."""
     position_weight: float = 0.2
-    """Weight of token-position locality (1 at the same position, decaying with distance)."""
+    """Weight of token-position locality ``exp(-|p - q| / position_scale)`` (1 at the same token). The three weights
+    are divided by their sum, so the association score is at most 1 and the thresholds keep their meaning."""
     association_threshold: float = 0.5
-    """A detection continues a track when its association score is >= this."""
+    """A detection may continue a live track when their association score is >= this (in (0, 1]). Among such
+    pairs the matching is one-to-one per layer (see ``assignment``)."""
     birth_threshold: float = 0.5
-    """An unmatched detection whose normalised activation is >= this starts a new track."""
+    """A detection that continues no track starts a new one when its normalised activation is >= this; below, it
+    is clutter (counted per layer, not tracked)."""
     death_threshold: float = 0.1
-    """A track whose best continuation scores < this (or that finds none) dies."""
+    """A track continues only into a detection whose normalised activation is >= this; a track with no such
+    continuation (or none scoring >= ``association_threshold``) dies at its last detection. Lower than
+    ``birth_threshold``: hysteresis, as in object tracking (strong evidence starts a hypothesis, weak keeps it)."""
     assignment: Literal["optimal", "greedy"] = "optimal"
-    """One-to-one matching per layer: optimal (Hungarian, scipy) or greedy by score."""
+    """One-to-one matching per layer: ``optimal`` maximises the total score of accepted continuations (Hungarian,
+    scipy's ``linear_sum_assignment``); ``greedy`` takes pairs by descending score."""
     positions: Literal["answer", "all", "last_prompt_and_answer"] = "last_prompt_and_answer"
-    """Which token positions provide detections."""
+    """Which token positions provide detections: the answer span; the last prompt token and the answer span; or
+    every token (BOS included)."""
     position_scale: float = 2.0
     """Distance (tokens) at which position locality falls to 1/e."""
 
@@ -114,43 +156,74 @@ class TrackerConfig:
             self.semantic_weight + self.activation_weight + self.position_weight > 0,
             "tracker weights must not all be zero",
         )
+        _check(0.0 < self.association_threshold <= 1.0, "tracker.association_threshold must be in (0, 1]")
+        _check(0.0 <= self.birth_threshold <= 1.0, "tracker.birth_threshold must be in [0, 1]")
+        _check(0.0 <= self.death_threshold <= 1.0, "tracker.death_threshold must be in [0, 1]")
         _check(self.position_scale > 0, "tracker.position_scale must be > 0")
 
 
 @dataclass
 class DetectorConfig:
-    """The entropy/churn detector."""
+    """The entropy/churn detector (:class:`ghost_lens.detect.HallucinationDetector`)."""
 
     entropy_weight: float = 0.4
+    """Weight of the entropy score (empirical CDF of the ``entropy`` track metric, fitted on training folds)."""
     churn_weight: float = 0.3
+    """Weight of the churn score (empirical CDF of the ``churn`` track metric)."""
     ml_weight: float = 0.3
+    """Weight of the classifier's probability on all track metrics."""
     classifier: Literal["logistic", "gradient_boosting"] = "logistic"
     calibration: Literal["platt", "isotonic", "temperature", "none"] = "platt"
+    orientation: Literal["learned", "hypothesis"] = "learned"
+    """Sign of the entropy and churn scores: learned on the training folds (higher AUROC side), or ``hypothesis``
+    (higher entropy / churn = hallucination, always)."""
+    calibration_cv: int = 3
+    """Inner folds whose out-of-fold scores fit the calibrator (< 2: calibrate on in-sample scores)."""
 
     def __post_init__(self) -> None:
         for name in ("entropy_weight", "churn_weight", "ml_weight"):
             _check(getattr(self, name) >= 0, f"detector.{name} must be >= 0")
         _check(self.entropy_weight + self.churn_weight + self.ml_weight > 0, "detector weights must not all be zero")
+        _check(self.calibration_cv >= 0, "detector.calibration_cv must be >= 0")
+
+
+BASELINE_NAMES = (
+    "length", "text", "logprob", "mean_logprob", "entropy", "max_prob", "output_combined", "probe",
+    "random_decoder", "shuffled",
+)
+"""Baselines and controls :func:`ghost_lens.detect.evaluate` knows (``eval.baselines`` picks among them)."""
 
 
 @dataclass
 class EvalConfig:
-    """The evaluation protocol."""
+    """The evaluation protocol (``docs/detection_metrics.md`` describes what it writes)."""
 
     n_folds: int = 5
     """Stratified group k-fold: no group (question, entity) is on both sides of a split."""
     n_bootstrap: int = 1000
     """Bootstrap resamples (of groups) for the confidence intervals."""
     confidence: float = 0.95
-    baselines: list[str] = field(
-        default_factory=lambda: ["length", "text", "logprob", "entropy", "probe", "random_decoder", "shuffled"]
-    )
+    baselines: list[str] = field(default_factory=lambda: list(BASELINE_NAMES))
+    """Baselines and controls run on the same folds (see ``BASELINE_NAMES``)."""
+    threshold_rule: Literal["youden", "f1", "half"] = "youden"
+    """How the decision threshold is chosen on the training folds' out-of-fold probabilities."""
+    n_bins: int = 10
+    """Equal-width probability bins for ECE and the reliability plot."""
+    collapse_width: float = 0.2
+    """Warn when the detector's predicted probabilities span less than this (max - min)."""
+    probe_c: float = 0.1
+    """Inverse L2 strength of the residual-stream probe (logistic regression on standardised residuals)."""
     seed: int = 0
 
     def __post_init__(self) -> None:
         _check(self.n_folds >= 2, "eval.n_folds must be >= 2")
         _check(0.5 < self.confidence < 1.0, "eval.confidence must be in (0.5, 1)")
         _check(self.n_bootstrap >= 10, "eval.n_bootstrap must be >= 10")
+        unknown = [b for b in self.baselines if b not in BASELINE_NAMES]
+        _check(not unknown, f"eval.baselines: unknown {unknown} (known: {', '.join(BASELINE_NAMES)})")
+        _check(self.n_bins >= 2, "eval.n_bins must be >= 2")
+        _check(0.0 < self.collapse_width < 1.0, "eval.collapse_width must be in (0, 1)")
+        _check(self.probe_c > 0, "eval.probe_c must be > 0")
 
 
 @dataclass

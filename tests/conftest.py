@@ -9,6 +9,9 @@ import torch
 
 torch.set_num_threads(1)
 
+# offline_hub / offline_hub_cache: a pre-populated HF cache (tiny gpt2, gpt2-small-res-jb, my-org/tiny-saes)
+pytest_plugins = ["tests.helpers_hub"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="run tests marked slow")

@@ -14,7 +14,8 @@ tokens              [T] int64               token ids of prompt+answer (after le
 offsets             [N+1] int64             example i owns tokens[offsets[i]:offsets[i+1]]
 answer_start        [N] int64               first answer token, relative to the example's own start
 answer_end          [N] int64               one past the last answer token (relative)
-feat_idx            [L, T, k] int32         top-k SAE feature ids per token, sorted by value, descending
+feat_idx            [L, T, k] int32         top-k SAE feature ids per token, sorted by value, descending (-1 in a
+                                            slot whose value is 0: fewer than k features active)
 feat_val            [L, T, k] float         their activations (>= 0; 0 where fewer than k are active)
 answer_logprob      [N] float               sum of log p(answer token | prefix) over the answer
 answer_mean_logprob [N] float               the same, averaged over answer tokens
@@ -29,8 +30,16 @@ Decoder directions (``decoders.safetensors``): for each tracked layer position `
 ``dec_dir.{j}`` [F_j, D] float (their ``W_dec`` rows, L2-normalised). :meth:`FeatureTrace.decoder_directions`
 looks rows up by feature id.
 
-Metadata (``capture.json``): ids, groups, labels, prompts, answers, layers, hook names, model name, SAE
-descriptions (release / id / width / neuronpedia id), top_k, d_model, dtype, truncation count, ghost-lens version.
+``float`` is float32, or float16 for values, residuals and decoder directions when ``store_fp16`` is set
+(``meta["dtype"]``). Row ``i`` of ``[N]`` / ``[L, N, D]`` tensors is example ``i``, in the order given to capture.
+
+Metadata (``capture.json``): ``ids``, ``groups``, ``labels``, ``prompts``, ``answers``, ``answer_separators``
+(the text the model read is ``prompt + separator + answer``), ``layers``, ``hook_names``, ``model_name``,
+``sae_info`` (per layer: architecture, width, hook, release / id / neuronpedia id when known), ``top_k``,
+``d_model``, ``n_truncated`` (examples left-truncated to fit ``max_length``), ``dtype``, ``capture_config`` (the
+:class:`~ghost_lens.config.CaptureConfig` used), ``ghost_lens_version``. Written by
+:func:`ghost_lens.capture.capture.capture_examples` (text) or :func:`~ghost_lens.capture.capture.capture_tokens`
+(token ids; the text keys are then absent).
 """
 
 from __future__ import annotations

@@ -1,0 +1,74 @@
+"""``ghost-lens track``: capture, tracking, detection and evaluation into one run folder."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from ghost_lens_cli._common import ConfigOpt, SetOpt, console, handle_errors, load_run_config
+from ghost_lens_cli.saes import LayersOpt, ModelOpt, ReleaseOpt, SaeDirOpt, parse_layers
+
+DatasetOpt = Annotated[
+    str | None,
+    typer.Option("--dataset", "-d",
+                 help="toy-facts | toy-facts-statement | truthfulqa | halueval | a .csv/.jsonl path."),
+]
+NumOpt = Annotated[int | None, typer.Option("--num-samples", "-n", help="Use at most N examples (whole groups).")]
+
+
+def default_out(model: str, dataset: str) -> str:
+    from pathlib import Path
+
+    return f"runs/{model.replace('/', '_')}_{Path(dataset).stem if Path(dataset).suffix else dataset}"
+
+
+def summary_table(rows: list[tuple], title: str):
+    """The detector and every baseline: AUROC with its interval, AUPRC, and the verdict."""
+    from rich.table import Table
+
+    table = Table(title=title, header_style="bold", title_justify="left")
+    for col, just in (("scorer", "left"), ("AUROC", "right"), ("95% CI", "right"), ("AUPRC", "right"),
+                      ("detector vs this", "left")):
+        table.add_column(col, justify=just)
+    for name, auroc, lo, hi, auprc, verdict in rows:
+        table.add_row(name, f"{auroc:.3f}", f"[{lo:.3f}, {hi:.3f}]", f"{auprc:.3f}", verdict,
+                      style="bold" if name == "detector" else None)
+    return table
+
+
+def track(
+    model: ModelOpt = None,
+    sae_release: ReleaseOpt = None,
+    sae_dir: SaeDirOpt = None,
+    dataset: DatasetOpt = None,
+    config: ConfigOpt = None,
+    layers: LayersOpt = None,
+    num_samples: NumOpt = None,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="Run folder (default runs/MODEL_DATASET).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Recompute everything, capture included.")] = False,
+    set_: SetOpt = None,
+) -> None:
+    """Track SAE features across layers and evaluate the hallucination detector against its baselines.
+
+    With no arguments it runs on the embedded toy-facts world (built on first use)."""
+    _track(model, sae_release, sae_dir, dataset, config, layers, num_samples, out, force, set_)
+
+
+@handle_errors
+def _track(model, sae_release, sae_dir, dataset, config, layers, num_samples, out, force, set_) -> None:
+    from ghost_lens.constants import REPORT
+    from ghost_lens.report import split_description
+    from ghost_lens.runner import run_track
+
+    fields = {"model": model, "sae_release": sae_release, "sae_dir": sae_dir, "dataset": dataset,
+              "num_samples": num_samples, "capture.layers": parse_layers(layers)}
+    cfg = load_run_config(config, set_, **fields)  # --sae-dir takes precedence over sae_release
+    out = out or default_out(cfg.model, cfg.dataset)
+    run = run_track(cfg, out, force=force, progress=True, argv=sys.argv)
+    ev = run.evaluation
+    console.print(summary_table(ev.summary_rows(), f"{cfg.model} on {cfg.dataset}"))
+    console.print(f"[dim]split: {split_description(ev.metrics)}[/]", highlight=False)
+    console.print(ev.metrics["conclusion"]["statement"], highlight=False)
+    console.print(f"run folder: [bold]{run.path}[/]  (read {run.path / REPORT} first)")

@@ -1,0 +1,152 @@
+"""Models by name: the toy-facts world's model or any TransformerLens official model.
+
+``load_model("toy-facts")`` builds (or reads from the cache) the toy world and returns its model;
+``load_model("gpt2-medium")`` runs TransformerLens's own ``HookedTransformer.from_pretrained``, which reads the
+Hugging Face hub or, offline (``HF_HUB_OFFLINE=1``), its local cache. An unknown name is a one-line
+:class:`~ghost_lens.errors.ModelError` that suggests close official names.
+
+:func:`check_coverage` guards against feeding a model text its tokenizer cannot represent (English TruthfulQA
+to the toy world's word-level vocabulary maps most words to the unknown token).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import warnings
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ghost_lens.errors import ModelError
+
+if TYPE_CHECKING:
+    from transformer_lens import HookedTransformer
+
+    from ghost_lens.config import WorldConfig
+
+logger = logging.getLogger(__name__)
+
+TOY_MODEL = "toy-facts"
+
+
+def official_model_names() -> list[str]:
+    """TransformerLens's official model names plus their aliases (``gpt2-small`` -> ``gpt2`` ...)."""
+    from transformer_lens import loading_from_pretrained as lfp
+
+    names = list(lfp.OFFICIAL_MODEL_NAMES)
+    for aliases in lfp.MODEL_ALIASES.values():
+        names.extend(aliases)
+    return names
+
+
+def resolve_model_name(name: str) -> str:
+    """The official TransformerLens name of ``name`` (an official name or an alias, any case).
+
+    Raises :class:`ModelError` naming ``name`` and suggesting close names when TransformerLens does not know it.
+    """
+    from transformer_lens import loading_from_pretrained as lfp
+
+    try:
+        return lfp.get_official_model_name(name)
+    except ValueError:
+        pass
+    candidates = [TOY_MODEL, *official_model_names()]
+    lowered = {c.lower(): c for c in candidates}
+    close = [lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), n=4, cutoff=0.6)]
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    raise ModelError(
+        f"unknown model {name!r}: not {TOY_MODEL!r} nor a TransformerLens official model name{hint}"
+    )
+
+
+def load_model(
+    name: str, device: str = "cpu", world_cfg: WorldConfig | None = None, **from_pretrained_kwargs: Any
+) -> HookedTransformer:
+    """A :class:`~transformer_lens.HookedTransformer` by name.
+
+    Args:
+        name: ``toy-facts`` (the toy world's model, built and cached on first use) or a TransformerLens official
+            model name or alias (``gpt2``, ``gpt2-medium``, ``pythia-70m-deduped`` ...).
+        device: torch device.
+        world_cfg: the toy world's config (``toy-facts`` only; default :class:`~ghost_lens.config.WorldConfig`).
+        from_pretrained_kwargs: passed to ``HookedTransformer.from_pretrained`` (e.g. a SAE release's
+            ``model_from_pretrained_kwargs``).
+    """
+    if name == TOY_MODEL:
+        from ghost_lens.toy.world import get_world
+
+        model = get_world(world_cfg).model
+        return model.to(device)
+    official = resolve_model_name(name)
+    from transformer_lens import HookedTransformer
+
+    logger.info("loading %s (%s) with TransformerLens on %s", name, official, device)
+    try:
+        with warnings.catch_warnings():  # TL 3.9 deprecates HookedTransformer in favour of TL 4's bridge
+            warnings.filterwarnings(
+                "ignore", message=r"HookedTransformer.*deprecated", category=DeprecationWarning
+            )
+            model = HookedTransformer.from_pretrained(name, device=device, **from_pretrained_kwargs)
+    except (OSError, ValueError) as exc:  # hub unreachable and not in the local cache, gated repo ...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(
+            f"could not load model {name!r} from the Hugging Face hub or its local cache: {first}"
+        ) from exc
+    model.eval()
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# tokenizer coverage
+
+
+def tokenizer_coverage(model: HookedTransformer, texts: Iterable[str]) -> float:
+    """Share of the tokens of ``texts`` that are the tokenizer's unknown token (0.0 for byte-level tokenizers).
+
+    Texts are tokenized without special tokens, so a BOS that happens to share the unknown token's id (GPT-2's
+    ``<|endoftext|>``) is not counted. A model without a tokenizer or without an unknown token gives 0.0.
+    """
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        return 0.0
+    unk_id = getattr(tokenizer, "unk_token_id", None)
+    if unk_id is None:
+        return 0.0
+    texts = [t for t in texts if t]
+    if not texts:
+        return 0.0
+    encoded = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    total = sum(len(ids) for ids in encoded)
+    if total == 0:
+        return 0.0
+    unknown = sum(sum(1 for i in ids if i == unk_id) for ids in encoded)
+    return unknown / total
+
+
+def check_coverage(
+    model: HookedTransformer,
+    texts: Iterable[str],
+    warn_above: float = 0.01,
+    refuse_above: float = 0.2,
+    *,
+    name: str | None = None,
+) -> float:
+    """Log a warning when more than ``warn_above`` of the tokens are unknown; raise past ``refuse_above``.
+
+    Returns the unknown-token share. ``name`` (default: the model's ``cfg.model_name``) appears in the messages.
+    """
+    share = tokenizer_coverage(model, texts)
+    label = name or getattr(model.cfg, "model_name", "the model")
+    if share > refuse_above:
+        raise ModelError(
+            f"{share:.0%} of the tokens are unknown to the tokenizer of {label!r} (limit {refuse_above:.0%}): "
+            "this text does not fit the model's vocabulary (e.g. English text for the toy-facts world); "
+            "use a dataset made for this model or a model with a byte-level tokenizer"
+        )
+    if share > warn_above:
+        logger.warning(
+            "%.1f%% of the tokens are unknown to the tokenizer of %r: results on this text are degraded",
+            100 * share,
+            label,
+        )
+    return share

@@ -1,0 +1,187 @@
+"""The pipeline, stage by stage, with TransformerLens and SAELens objects in and out.
+
+1. :func:`load_model_and_bundle` — a :class:`~transformer_lens.HookedTransformer` and an
+   :class:`~ghost_lens.saes.bundle.SAEBundle` (layer -> SAELens ``SAE``) from a config, checked against each other.
+2. :func:`capture` — one batched forward pass per example -> :class:`~ghost_lens.capture.trace.FeatureTrace`.
+3. :func:`track` — hypothesis tracks per example -> graphs and per-example track metrics.
+4. :func:`evaluate` — the detector and every baseline on the same grouped folds.
+
+:func:`run_pipeline` chains 2-4 for a model and SAEs you already hold (how other projects plug in)::
+
+    from ghost_lens import run_pipeline
+    result = run_pipeline(model, {0: sae0, 1: sae1}, examples)
+    result.evaluation.summary_rows(); result.tracking.graphs[0]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ghost_lens.config import CaptureConfig, RunConfig, TrackerConfig
+from ghost_lens.data.example import Example
+
+if TYPE_CHECKING:
+    from sae_lens import SAE
+    from transformer_lens import HookedTransformer
+
+    from ghost_lens.capture.trace import FeatureTrace
+    from ghost_lens.detect.evaluation import EvaluationResult
+    from ghost_lens.saes.bundle import SAEBundle
+    from ghost_lens.tracking import TrackingResult
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineResult:
+    trace: FeatureTrace
+    tracking: TrackingResult
+    evaluation: EvaluationResult | None
+    random_tracking: TrackingResult | None = None
+
+
+def load_model_and_bundle(cfg: RunConfig, progress: bool = True) -> tuple[HookedTransformer, SAEBundle]:
+    """The config's model and SAE bundle, validated (d_in, hooks, layers, one hook kind)."""
+    from ghost_lens.models import load_model
+    from ghost_lens.saes.sources import load_bundle
+
+    model = load_model(cfg.model, device=cfg.device, world_cfg=cfg.world)
+    bundle = load_bundle(
+        model,
+        release=None if cfg.sae_dir else cfg.sae_release,
+        sae_dir=cfg.sae_dir,
+        id_template=cfg.sae_id_template,
+        layers=cfg.capture.layers,
+        device=cfg.device,
+        world_cfg=cfg.world,
+    )
+    bundle.validate(model, cfg.capture.layers)
+    return model, bundle
+
+
+def restrict(saes: Mapping[int, SAE], layers: Sequence[int] | None) -> dict[int, SAE]:
+    if layers is None:
+        return dict(sorted(saes.items()))
+    return {layer: saes[layer] for layer in sorted(layers)}
+
+
+def capture(
+    model: HookedTransformer,
+    saes: Mapping[int, SAE],
+    examples: Sequence[Example],
+    cfg: CaptureConfig | None = None,
+    *,
+    progress: Any = False,
+    model_name: str | None = None,
+) -> FeatureTrace:
+    """Run the model once over ``examples`` and keep the top-k SAE features of every token per layer."""
+    from ghost_lens.capture.capture import capture_examples
+
+    cfg = cfg or CaptureConfig()
+    sae_info = describe_saes(saes)
+    trace = capture_examples(
+        model, restrict(saes, cfg.layers), examples, cfg, progress=progress,
+        model_name=model_name or getattr(model.cfg, "model_name", None), sae_info=sae_info,
+    )
+    add_vocab(trace, model)
+    return trace
+
+
+def describe_saes(saes: Mapping[int, SAE]) -> dict[str, Any]:
+    """What the report and ``explain`` need to know of each SAE (width, hook, Neuronpedia id, source)."""
+    info: dict[str, Any] = {"source": getattr(saes, "source", "in-memory SAEs"), "layers": {}}
+    for layer, sae in saes.items():
+        md = getattr(sae.cfg, "metadata", None)
+        info["layers"][str(layer)] = {
+            "d_sae": int(sae.cfg.d_sae),
+            "d_in": int(sae.cfg.d_in),
+            "architecture": sae.cfg.architecture() if callable(getattr(sae.cfg, "architecture", None)) else None,
+            "hook_name": getattr(md, "hook_name", None),
+            "neuronpedia_id": getattr(md, "neuronpedia_id", None),
+        }
+    return info
+
+
+def add_vocab(trace: FeatureTrace, model: HookedTransformer) -> None:
+    """Store the strings of the token ids that occur, so ``interpret`` never needs the tokenizer again."""
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        return
+    ids = sorted({int(t) for t in trace.tokens.unique().tolist()})
+    trace.meta["vocab"] = {str(i): tok.decode([i]) for i in ids}
+
+
+def track(trace: FeatureTrace, cfg: TrackerConfig | None = None, *, decoder_mode: str = "sae", seed: int = 0,
+          progress: Any = False, keep_graphs: bool = True) -> TrackingResult:
+    """Hypothesis tracks of every example (graphs and per-example metrics)."""
+    from ghost_lens.tracking import track_trace
+
+    return track_trace(trace, cfg or TrackerConfig(), decoder_mode=decoder_mode, seed=seed, progress=progress,
+                       keep_graphs=keep_graphs)
+
+
+def evaluate(trace: FeatureTrace, tracking: TrackingResult, cfg: RunConfig | None = None, *,
+             random_tracking: TrackingResult | None = None, progress: Any = False) -> EvaluationResult:
+    """The detector and the baselines on the same group-wise folds."""
+    from ghost_lens.detect.evaluation import BaselineInputs
+    from ghost_lens.detect.evaluation import evaluate as _evaluate
+
+    cfg = cfg or RunConfig()
+    eval_cfg = cfg.eval
+    if random_tracking is None and "random_decoder" in eval_cfg.baselines:
+        random_tracking = track(trace, cfg.tracker, decoder_mode="random", seed=eval_cfg.seed, keep_graphs=False)
+    return _evaluate(
+        labels=trace.labels,
+        groups=trace.groups,
+        ids=trace.ids,
+        track_features=tracking.metrics,
+        feature_names=tracking.feature_names,
+        baseline_inputs=BaselineInputs.from_trace(trace),
+        cfg_detector=cfg.detector,
+        cfg_eval=eval_cfg,
+        random_decoder_features=None if random_tracking is None else random_tracking.metrics,
+        progress=progress,
+    )
+
+
+def run_pipeline(
+    model: HookedTransformer,
+    saes: Mapping[int, SAE],
+    examples: Sequence[Example],
+    cfg: RunConfig | None = None,
+    *,
+    progress: Any = False,
+) -> PipelineResult:
+    """Capture, track and evaluate in memory: graphs, metrics and scores come back as Python objects."""
+    cfg = cfg or RunConfig()
+    trace = capture(model, saes, examples, cfg.capture, progress=progress)
+    tracking = track(trace, cfg.tracker, progress=progress)
+    evaluation = None
+    if len(set(trace.labels)) > 1:
+        random_tracking = None
+        if "random_decoder" in cfg.eval.baselines:
+            random_tracking = track(trace, cfg.tracker, decoder_mode="random", seed=cfg.eval.seed, keep_graphs=False)
+        evaluation = evaluate(trace, tracking, cfg, random_tracking=random_tracking, progress=progress)
+        return PipelineResult(trace, tracking, evaluation, random_tracking)
+    logger.warning("all examples carry one label: tracking done, evaluation skipped")
+    return PipelineResult(trace, tracking, evaluation)
+
+
+def tokens_for_quality(model: HookedTransformer, cfg: RunConfig, num_samples: int, context: int = 64):
+    """Held-out text for SAE quality: the run's dataset (BOS + prompt + answer per example), concatenated and cut
+    into rows of ``context`` tokens."""
+    import torch
+
+    from ghost_lens.data.loaders import load_examples
+    from ghost_lens.errors import DatasetError
+
+    examples = load_examples(cfg.dataset, num_samples=num_samples, seed=cfg.seed, world_cfg=cfg.world)
+    ids = torch.cat([model.to_tokens(f"{ex.prompt} {ex.answer}", prepend_bos=True)[0] for ex in examples])
+    ctx = min(context, model.cfg.n_ctx)
+    n_rows = len(ids) // ctx
+    if n_rows == 0:
+        raise DatasetError(f"dataset {cfg.dataset!r} has fewer than {ctx} tokens: too little text for SAE quality")
+    return ids[: n_rows * ctx].view(n_rows, ctx)

@@ -1,0 +1,151 @@
+"""``ghost-lens track`` as a library function: every stage into one run folder, with a progress bar per stage.
+
+Run folder layout (names in :mod:`ghost_lens.constants`)::
+
+    runs/NAME/
+      config.yaml  manifest.json  report.md          <- read report.md first
+      capture/   capture.safetensors  decoders.safetensors  capture.json
+      graphs/    graphs.jsonl.gz (node-link JSON, one line per example)
+      track_metrics.json  tracking_summary.json  tracks_example.png
+      detection_metrics.json  predictions.csv  roc.png  reliability.png  detector.joblib
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ghost_lens import constants as C
+from ghost_lens.config import RunConfig
+from ghost_lens.run import RunFolder, dataset_hash, open_run_folder
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrackRun:
+    folder: RunFolder
+    trace: Any
+    tracking: Any
+    evaluation: Any
+
+    @property
+    def path(self) -> Path:
+        return self.folder.path
+
+
+def make_progress(enabled: bool = True):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        disable=not enabled, transient=False,
+    )
+
+
+@contextmanager
+def _stage(folder: RunFolder, name: str):
+    t0 = time.perf_counter()
+    yield
+    folder.timed(name, time.perf_counter() - t0)
+
+
+def save_graphs(graphs: list[Any], ids: list[str], folder: Path) -> Path:
+    """All graphs as node-link JSON lines (gzip): one file, not thousands."""
+    import networkx as nx
+
+    from ghost_lens.tracking import format_node_id
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "graphs.jsonl.gz"
+    with gzip.open(path, "wt") as fh:
+        for ex_id, g in zip(ids, graphs, strict=True):
+            named = nx.relabel_nodes(g.graph, {n: format_node_id(n) for n in g.graph.nodes}, copy=True)
+            data = nx.node_link_data(named, edges="edges")
+            fh.write(json.dumps({"id": ex_id, "graph": data}) + "\n")
+    return path
+
+
+def run_track(cfg: RunConfig, out: str | Path, *, force: bool = False, progress: bool = True,
+              argv: list[str] | None = None) -> TrackRun:
+    from ghost_lens.capture.trace import FeatureTrace
+    from ghost_lens.data.loaders import load_examples
+    from ghost_lens.pipeline import capture, evaluate, load_model_and_bundle, track
+
+    folder = open_run_folder(out, cfg, force=force, argv=argv)
+    with make_progress(progress) as prog:
+        with _stage(folder, "load_data"):
+            examples = load_examples(cfg.dataset, num_samples=cfg.num_samples, seed=cfg.seed, world_cfg=cfg.world)
+        dhash = dataset_hash(examples)
+        trace = None
+        if folder.reuse_capture:
+            trace = FeatureTrace.load(folder.capture_dir)
+            if trace.meta.get("dataset_hash") != dhash:
+                logger.warning("the dataset changed since the capture was made: capturing again")
+                trace = None
+            else:
+                logger.info("reusing the capture in %s", folder.capture_dir)
+        folder.manifest.update(dataset_hash=dhash, n_examples=len(examples),
+                               n_hallucinated=sum(e.label for e in examples), capture_reused=trace is not None)
+        if trace is None:
+            with _stage(folder, "load_model_and_saes"):
+                model, bundle = load_model_and_bundle(cfg, progress=progress)
+                from ghost_lens.models import check_coverage
+
+                check_coverage(model, [f"{e.prompt} {e.answer}" for e in examples])
+            with _stage(folder, "capture"):
+                trace = capture(model, bundle, examples, cfg.capture, progress=prog, model_name=cfg.model)
+                trace.meta["dataset_hash"] = dhash
+                trace.save(folder.capture_dir)
+        with _stage(folder, "tracking"):
+            tracking = track(trace, cfg.tracker, progress=prog)
+            save_graphs(tracking.graphs, trace.ids, folder.path / C.GRAPHS_DIR)
+            _write_track_outputs(folder.path, trace, tracking)
+        with _stage(folder, "evaluation"):
+            random_tracking = None
+            if "random_decoder" in cfg.eval.baselines:
+                random_tracking = track(trace, cfg.tracker, decoder_mode="random", seed=cfg.eval.seed,
+                                        progress=prog, keep_graphs=False)
+            evaluation = evaluate(trace, tracking, cfg, random_tracking=random_tracking, progress=prog)
+            evaluation.save(folder.path)
+            _save_final_detector(folder.path, tracking, trace, cfg)
+    run = TrackRun(folder, trace, tracking, evaluation)
+    from ghost_lens.report import write_report
+
+    with _stage(folder, "report"):
+        write_report(run)
+    folder.finish()
+    return run
+
+
+def _write_track_outputs(path: Path, trace: Any, tracking: Any) -> None:
+    from ghost_lens.tracking import plot_tracks
+
+    from ghost_lens.tracking import write_tracking_summary
+
+    write_tracking_summary(tracking, path / C.TRACKING_SUMMARY)
+    tracking.save(path)
+    # plot the example with the most tracks among the hallucinated ones (else the first)
+    labels = trace.labels
+    cands = [i for i, y in enumerate(labels) if y == 1] or list(range(len(labels)))
+    col = tracking.feature_names.index("n_tracks") if "n_tracks" in tracking.feature_names else 0
+    best = max(cands, key=lambda i: tracking.metrics[i, col])
+    plot_tracks(tracking.graphs[best], path / C.TRACK_PLOT,
+                title=f"{trace.ids[best]}: {trace.meta['prompts'][best]!r} -> {trace.meta['answers'][best]!r}")
+
+
+def _save_final_detector(path: Path, tracking: Any, trace: Any, cfg: RunConfig) -> None:
+    """The detector refitted on every example (for ``explain``); its scores are not used in the evaluation."""
+    import joblib
+
+    from ghost_lens.detect.detector import HallucinationDetector
+
+    det = HallucinationDetector.from_config(cfg.detector, tracking.feature_names)
+    det.fit(tracking.metrics, trace.labels)
+    joblib.dump({"detector": det, "feature_names": tracking.feature_names}, path / "detector.joblib")

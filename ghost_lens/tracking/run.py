@@ -1,0 +1,135 @@
+"""Tracking a whole capture: per-example metric vectors (and optionally graphs), saved as ``track_metrics.json``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ghost_lens.capture.trace import FeatureTrace
+from ghost_lens.config import TrackerConfig, from_dict, to_dict
+from ghost_lens.constants import TRACK_METRICS
+from ghost_lens.errors import RunFolderError
+from ghost_lens.tracking.graph import TrackGraph
+from ghost_lens.tracking.metrics import batch_metrics, feature_names
+from ghost_lens.tracking.tracker import Tracker, random_decoders
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrackingResult:
+    """Metrics ``[N, F]`` (columns :attr:`feature_names`) of every example of a capture, plus the graphs if kept."""
+
+    metrics: np.ndarray
+    feature_names: list[str]
+    ids: list[str]
+    layers: list[int]
+    config: TrackerConfig
+    labels: list[int] | None = None
+    decoder_mode: str = "sae"
+    seed: int = 0
+    graphs: list[TrackGraph] | None = field(default=None, repr=False)
+
+    @property
+    def n_examples(self) -> int:
+        return int(self.metrics.shape[0])
+
+    def column(self, name: str) -> np.ndarray:
+        """One metric over all examples, e.g. ``result.column("entropy")``."""
+        try:
+            return self.metrics[:, self.feature_names.index(name)]
+        except ValueError:
+            raise KeyError(f"no track metric named {name!r}") from None
+
+    def summary(self) -> dict[str, Any]:
+        """The ``tracking_summary.json`` content (see :func:`ghost_lens.tracking.summary.tracking_summary`)."""
+        from ghost_lens.tracking.summary import tracking_summary
+
+        return tracking_summary(self)
+
+    def save(self, folder: str | Path) -> Path:
+        """Write ``track_metrics.json`` (graphs are not saved here: export them with ``TrackGraph.to_*``)."""
+        path = Path(folder) / TRACK_METRICS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {
+            "feature_names": self.feature_names,
+            "ids": self.ids,
+            "labels": self.labels,
+            "layers": self.layers,
+            "decoder_mode": self.decoder_mode,
+            "seed": self.seed,
+            "config": to_dict(self.config),
+            "metrics": self.metrics.tolist(),
+        }
+        path.write_text(json.dumps(data))
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> TrackingResult:
+        path = Path(folder) / TRACK_METRICS
+        if not path.is_file():
+            raise RunFolderError(f"no track metrics in {folder}: {TRACK_METRICS} is missing")
+        d = json.loads(path.read_text())
+        names = list(d["feature_names"])
+        return cls(
+            metrics=np.asarray(d["metrics"], dtype=np.float64).reshape(-1, len(names)),
+            feature_names=names,
+            ids=list(d["ids"]),
+            layers=list(d["layers"]),
+            config=from_dict(TrackerConfig, d["config"], strict=False),
+            labels=d.get("labels"),
+            decoder_mode=d.get("decoder_mode", "sae"),
+            seed=int(d.get("seed", 0)),
+        )
+
+
+def track_trace(
+    trace: FeatureTrace,
+    cfg: TrackerConfig,
+    *,
+    decoder_mode: Literal["sae", "random"] = "sae",
+    seed: int = 0,
+    progress: bool = True,
+    keep_graphs: bool = True,
+) -> TrackingResult:
+    """Track every example of ``trace``.
+
+    ``decoder_mode="random"`` replaces the SAE decoder directions by :func:`random_decoders` (``seed``): the
+    control showing how much the semantic part of the association matters. ``keep_graphs=False`` computes the
+    metrics from the tracker's arrays without building networkx graphs (the fast path). ``progress`` logs at
+    INFO about every tenth of the examples.
+    """
+    if decoder_mode not in ("sae", "random"):
+        raise ValueError(f"decoder_mode must be 'sae' or 'random', got {decoder_mode!r}")
+    tracker = Tracker(trace, cfg, random_decoders(trace, seed) if decoder_mode == "random" else None)
+    names = feature_names(tracker.layers)
+    n = trace.n_examples
+    metrics = np.zeros((n, len(names)), dtype=np.float64)
+    graphs: list[TrackGraph] | None = [] if keep_graphs else None
+    t0, logged = time.perf_counter(), 0
+    for examples in tracker.batches():
+        batch = tracker.batch(examples)
+        metrics[examples] = batch_metrics(batch)
+        if graphs is not None:
+            graphs.extend(batch.example(b).to_graph() for b in range(examples.size))
+        done = int(examples[-1]) + 1
+        if progress and (done - logged >= max(1, n // 10) or done == n):
+            logged = done
+            logger.info("tracked %d/%d examples (%.1f s)", done, n, time.perf_counter() - t0)
+    return TrackingResult(
+        metrics=metrics,
+        feature_names=names,
+        ids=tracker.ids,
+        layers=tracker.layers,
+        config=cfg,
+        labels=trace.labels if "labels" in trace.meta else None,
+        decoder_mode=decoder_mode,
+        seed=seed,
+        graphs=graphs,
+    )

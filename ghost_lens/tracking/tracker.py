@@ -1,0 +1,167 @@
+"""The hypothesis tracker: births, continuations and deaths of SAE features across the tracked layers.
+
+Multi-object tracking with layers as frames (SORT-style: score, assign one-to-one, birth, death), per example:
+
+1. Detections per tracked layer (:mod:`ghost_lens.tracking.detections`): the top ``top_k_features`` (feature,
+   position) activations in the tracked span, with activations normalised per layer (largest = 1).
+2. Layer 0: every detection with normalised activation >= ``birth_threshold`` starts a track; the rest is clutter.
+3. Layer j > 0: the live tracks are exactly the tracked detections of layer j-1 (no skipping: a track continues at
+   every consecutive tracked layer or dies). Score every (track tail, detection) pair
+   (:mod:`ghost_lens.tracking.association`), keep the admissible ones (score >= ``association_threshold``,
+   detection's normalised activation >= ``death_threshold``), match one-to-one (optimal or greedy); a matched
+   detection continues its track (an edge carrying the score and its parts).
+4. A live track left unmatched dies at layer j-1 (its last detection). An unmatched detection at layer j with
+   normalised activation >= ``birth_threshold`` starts a track; one below is clutter (counted, not in the graph).
+   ``birth_threshold`` > ``death_threshold`` is hysteresis: strong evidence to start a hypothesis, weak evidence
+   keeps it.
+5. Track ids follow the order of birth (layer, then activation descending).
+
+Vectorised over a batch of examples: the only loop is over layers (steps 3-4 need layer j-1's outcome), plus one
+``linear_sum_assignment`` per example and layer where admissible pairs compete. Per layer: one batched
+``[B, n_live, d_model] @ [B, d_model, M]`` matmul (n_live <= M = ``top_k_features``) and elementwise score parts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from ghost_lens.capture.trace import FeatureTrace
+from ghost_lens.config import TrackerConfig
+from ghost_lens.tracking.arrays import EDGE_PARTS, TrackArrays, TrackBatch
+from ghost_lens.tracking.association import THRESHOLD_TOL, admissible_pairs, association_scores, match
+from ghost_lens.tracking.detections import Detections, TraceArrays
+from ghost_lens.tracking.graph import TrackGraph
+
+
+class DecoderTable:
+    """Per tracked layer: sorted feature ids and their unit-norm decoder directions, as numpy (float32)."""
+
+    def __init__(self, idx: list[torch.Tensor], dirs: list[torch.Tensor]):
+        if len(idx) != len(dirs):
+            raise ValueError(f"{len(idx)} decoder id tables but {len(dirs)} direction tables")
+        self.idx = [t.to(torch.int64).numpy() for t in idx]
+        self.dirs = [t.float().numpy() for t in dirs]
+        for j, (i, d) in enumerate(zip(self.idx, self.dirs, strict=True)):
+            if d.shape[0] != i.shape[0]:
+                raise ValueError(f"layer position {j}: {i.shape[0]} feature ids but {d.shape[0]} directions")
+
+    @classmethod
+    def from_trace(cls, trace: FeatureTrace, decoders: list[torch.Tensor] | None = None) -> DecoderTable:
+        """The trace's SAE decoder directions, or ``decoders`` (rows aligned with ``trace.dec_idx``) instead."""
+        return cls(trace.dec_idx, trace.dec_dir if decoders is None else decoders)
+
+    def lookup(self, j: int, features: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Directions ``[..., d_model]`` of ``features`` at layer position ``j`` (arbitrary rows where not ``valid``:
+        padding never enters an admissible pair)."""
+        idx = self.idx[j]
+        rows = np.searchsorted(idx, features).clip(max=max(idx.size - 1, 0))
+        if valid.any() and (idx.size == 0 or not np.array_equal(idx[rows][valid], features[valid])):
+            raise KeyError(f"feature id(s) missing from the decoder table of layer position {j}")
+        if idx.size == 0:
+            return np.zeros((*features.shape, self.dirs[j].shape[-1]), np.float32)
+        return self.dirs[j][rows]
+
+
+def random_decoders(trace: FeatureTrace, seed: int = 0) -> list[torch.Tensor]:
+    """A control: random unit-norm directions (Gaussian, independent per layer) aligned with ``trace.dec_idx``."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for idx, d in zip(trace.dec_idx, trace.dec_dir, strict=True):
+        r = torch.randn(idx.numel(), d.shape[-1], generator=g)
+        out.append(r / r.norm(dim=-1, keepdim=True).clamp_min(1e-12))
+    return out
+
+
+def track_batch(
+    det: Detections, table: DecoderTable, cfg: TrackerConfig, layers: list[int], ids: list[str]
+) -> TrackBatch:
+    """Steps 2-5 on a batch of detections ``[B, L, M]``."""
+    n_b, n_layers, m = det.feature.shape
+    track = np.full((n_b, n_layers, m), -1, dtype=np.int64)
+    clutter = np.zeros((n_b, n_layers), dtype=np.int64)
+    next_id = np.zeros((n_b, 1), dtype=np.int64)
+    edges: list[tuple[np.ndarray, ...]] = []
+    live = np.zeros((n_b, m), dtype=bool)
+    prev_dirs = None
+    for j in range(n_layers):
+        valid, norm, pos = det.valid[:, j], det.norm_activation[:, j], det.pos[:, j]
+        dirs = table.lookup(j, det.feature[:, j], valid)  # [B, M, d_model]
+        matched = np.zeros((n_b, m), dtype=bool)
+        if j > 0 and live.any():
+            # rows: the live tracks only, compacted to [B, n_live_max] (slot order kept; padding masked out)
+            n_rows = int(live.sum(axis=1).max())
+            rows = np.argsort(~live, axis=1, kind="stable")[:, :n_rows]
+            bi = np.arange(n_b)[:, None]
+            row_live = live[bi, rows]
+            parts = association_scores(
+                prev_dirs[bi, rows], dirs, det.norm_activation[bi, j - 1, rows], norm, det.pos[bi, j - 1, rows],
+                pos, cfg,
+            )  # fmt: skip
+            adm = admissible_pairs(parts.score, norm, cfg) & row_live[:, :, None] & valid[:, None, :]
+            b, rr, c = match(parts.score, adm, cfg.assignment)
+            r = rows[b, rr]
+            track[b, j, c] = track[b, j - 1, r]
+            matched[b, c] = True
+            edges.append((b, np.full(b.size, j), r, c, *(getattr(parts, k)[b, rr, c] for k in EDGE_PARTS)))
+        born = valid & ~matched & (norm >= cfg.birth_threshold - THRESHOLD_TOL)
+        ids_j = next_id + np.cumsum(born, axis=1) - 1
+        track[:, j][born] = ids_j[born]
+        next_id += born.sum(axis=1, keepdims=True)
+        clutter[:, j] = valid.sum(axis=1) - matched.sum(axis=1) - born.sum(axis=1)
+        live = matched | born
+        prev_dirs = dirs
+    cols = (
+        [np.concatenate(x) for x in zip(*edges, strict=True)]
+        if edges
+        else [np.zeros(0)] * (4 + len(EDGE_PARTS))
+    )
+    return TrackBatch(
+        layers=list(layers),
+        ids=list(ids),
+        det=det,
+        track=track,
+        clutter=clutter,
+        edge_b=cols[0].astype(np.int64),
+        edge_j=cols[1].astype(np.int64),
+        edge_r=cols[2].astype(np.int64),
+        edge_c=cols[3].astype(np.int64),
+        edge_parts={k: cols[4 + i].astype(np.float64) for i, k in enumerate(EDGE_PARTS)},
+    )
+
+
+class Tracker:
+    """A trace prepared for tracking (numpy views, decoder table, layers, ids); :meth:`batch` tracks examples."""
+
+    def __init__(self, trace: FeatureTrace, cfg: TrackerConfig, decoders: list[torch.Tensor] | None = None):
+        self.cfg = cfg
+        self.data = TraceArrays(trace)
+        self.table = DecoderTable.from_trace(trace, decoders)
+        self.layers = [int(x) for x in trace.meta.get("layers", range(trace.n_layers))]
+        self.ids = [str(x) for x in trace.meta.get("ids", range(trace.n_examples))]
+
+    def batches(self, max_batch: int = 64, budget: int = 2**21) -> Iterator[np.ndarray]:
+        """Consecutive example indices in batches whose candidate arrays stay under ``budget`` elements."""
+        n = len(self.ids)
+        lo, hi = self.data.spans(np.arange(n), self.cfg.positions)
+        per_example = len(self.layers) * max(int((hi - lo).max(initial=0)), 1) * self.data.feat_idx.shape[-1]
+        size = int(np.clip(budget // per_example, 1, max_batch))
+        for s in range(0, n, size):
+            yield np.arange(s, min(s + size, n))
+
+    def batch(self, examples: np.ndarray) -> TrackBatch:
+        """Steps 1-5 for these example indices."""
+        det = self.data.detections(examples, self.cfg.positions, self.cfg.top_k_features)
+        return track_batch(det, self.table, self.cfg, self.layers, [self.ids[i] for i in examples.tolist()])
+
+    def arrays(self, i: int) -> TrackArrays:
+        return self.batch(np.asarray([i])).example(0)
+
+
+def track_example(
+    trace: FeatureTrace, i: int, cfg: TrackerConfig, *, decoders: list[torch.Tensor] | None = None
+) -> TrackGraph:
+    """Track example ``i``; ``decoders`` (aligned with ``trace.dec_idx``) replaces the SAE decoder directions."""
+    return Tracker(trace, cfg, decoders).arrays(i).to_graph()
