@@ -26,7 +26,6 @@ from sklearn.preprocessing import StandardScaler
 from ghost_lens.config import WorldConfig
 from ghost_lens.toy.world import get_world
 
-
 CS = (1e-3, 1e-2, 1e-1, 1.0)
 
 

@@ -153,7 +153,8 @@ def _names(cfg: WorldConfig, rng: random.Random, reserved: set[str]) -> tuple[li
             fam, src_or_none = families[src], src
         else:
             fam, src_or_none = rng.randrange(cfg.n_families), None
-            cue = fam if rng.random() < cfg.name_cue else rng.choice([f for f in range(cfg.n_families) if f != fam])
+            others = [f for f in range(cfg.n_families) if f != fam]
+            cue = fam if not others or rng.random() < cfg.name_cue else rng.choice(others)
             parts = [rng.choice(shared) for _ in range(rng.choice((1, 2)))] + [rng.choice(pools[cue])]
         name = " ".join(parts)
         if name in seen:
