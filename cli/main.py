@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ghost_lens._version import __version__
-from ghost_lens_cli import saes, toy, track
+from ghost_lens_cli import explain, interpret, saes, toy, track, tune
 from ghost_lens_cli._common import setup_logging, state
 
 app = typer.Typer(
@@ -24,6 +24,9 @@ app.add_typer(toy.app, name="toy")
 app.add_typer(saes.app, name="saes")
 app.command("train-saes")(saes.train_saes_cmd)
 app.command("track")(track.track)
+app.command("tune")(tune.tune)
+app.command("explain")(explain.explain)
+app.command("interpret")(interpret.interpret)
 
 
 def _version(value: bool) -> None:

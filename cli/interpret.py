@@ -1,0 +1,87 @@
+"""``ghost-lens interpret``: what one layer's SAE features fire on, from a run's capture (no model)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ghost_lens_cli._common import console, handle_errors
+from ghost_lens_cli.explain import RunOpt, run_folder
+
+
+def parse_features(spec: str | None) -> list[int] | None:
+    """``"0,5,7-9"`` -> ``[0, 5, 7, 8, 9]``."""
+    from ghost_lens.errors import ConfigError
+
+    if spec is None or not spec.strip():
+        return None
+    out: list[int] = []
+    try:
+        for part in spec.replace(" ", "").split(","):
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                out.extend(range(int(lo), int(hi) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise ConfigError(f"--features: cannot parse {spec!r}; use e.g. '0,5,12' or '10-20'") from None
+    return out
+
+
+def features_table(result: dict, rows: int):
+    from rich.markup import escape
+    from rich.table import Table
+
+    feats = [f for f in result["features"] if not f["dead"]][:rows]
+    base = result["hallucinated_rate"]
+    title = (f"layer {result['layer']}: {result['n_active_features']} active features"
+             + (f" of {result['d_sae']} ({result['n_dead_features']} never in the kept top-{result['top_k_kept']})"
+                if result["d_sae"] is not None else "")
+             + f"; {len(feats)} most active shown")
+    table = Table(title=title, title_justify="left", header_style="bold",
+                  caption=f"halluc. share: of the examples it fires in (base rate {base:.0%})" if base is not None
+                  else None, caption_justify="left")
+    for col in ("feature", "tokens", "examples", "mean act", "max act", "halluc. share", "fires on",
+                "top example"):
+        table.add_column(col, justify="right" if col not in ("fires on", "top example") else "left",
+                         overflow="fold")
+    for f in feats:
+        common = ", ".join(repr(t["token"]) for t in f["common_tokens"][:3])
+        top = f["top_examples"][0]["context"] if f["top_examples"] else ""
+        share = f["hallucinated_share"]
+        table.add_row(str(f["feature"]), str(f["active_tokens"]), str(f["active_examples"]),
+                      f"{f['mean_activation']:.2f}", f"{f['max_activation']:.2f}",
+                      "-" if share is None else f"{share:.0%}", escape(common), escape(top))
+    return table
+
+
+def interpret(
+    layer: Annotated[int, typer.Option("--layer", "-l", help="The model layer to read (one of the run's layers).")],
+    run: RunOpt = None,
+    top: Annotated[int, typer.Option("--top", help="Top-activating examples kept per feature.", min=1)] = 10,
+    features: Annotated[str | None, typer.Option("--features", help="Only these features, e.g. '0,5,12' "
+                                                 "(default: every active feature).")] = None,
+    window: Annotated[int, typer.Option("--window", help="Context tokens on each side.", min=0)] = 5,
+    rows: Annotated[int, typer.Option("--rows", help="Features shown in the table.", min=1)] = 15,
+    out: Annotated[str | None, typer.Option("--out", "-o", help="JSON path (default RUN/interpret/layer_L.json).")]
+    = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing JSON file.")] = False,
+) -> None:
+    """Top-activating examples, common tokens, activation stats and dead features of one layer's SAE."""
+    _interpret(layer, run, top, features, window, rows, out, force)
+
+
+@handle_errors
+def _interpret(layer, run, top, features, window, rows, out, force) -> None:
+    from ghost_lens.capture.trace import FeatureTrace
+    from ghost_lens.interpret import interpret_layer, output_path, write_interpretation
+
+    run_dir = run_folder(run)
+    feature_ids = parse_features(features)
+    path = output_path(run_dir, layer, out, force=force)
+    trace = FeatureTrace.load(run_dir / "capture")
+    result = interpret_layer(trace, layer, top=top, features=feature_ids, window=window)
+    write_interpretation(result, path)
+    console.print(features_table(result, rows))
+    console.print(f"per-feature JSON ({len(result['features'])} features): [bold]{path}[/]", soft_wrap=True)
