@@ -10,6 +10,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console()
 err_console = Console(stderr=True)
@@ -57,7 +58,7 @@ def handle_errors(fn: F) -> F:
         except GhostLensError as exc:
             if state.debug:
                 raise
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]")
@@ -67,7 +68,7 @@ def handle_errors(fn: F) -> F:
                 raise
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             err_console.print(
-                f"[bold red]error:[/] {type(exc).__name__}: {msg} (rerun with --debug for the traceback)",
+                f"[bold red]error:[/] {type(exc).__name__}: {escape(msg)} (rerun with --debug for the traceback)",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -95,6 +96,6 @@ def _yaml_value(v: Any) -> str:
 
 
 def exit_usage(msg: str) -> None:
-    err_console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
     sys.stdout.flush()
     raise typer.Exit(2)

@@ -28,7 +28,9 @@ def run_folder(run: str | None) -> Path:
 
 
 def _pct(p: float) -> str:
-    return f"{p:.0f}th"
+    n = round(p)
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
 def _fmt(v) -> str:
@@ -38,14 +40,14 @@ def _fmt(v) -> str:
 def _comparison_table(title: str, rows: dict):
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", header_style="bold")
-    for col in ("signal", "value", "percentile in run", "run median", "run mean (faithful)",
-                "run mean (hallucinated)"):
-        table.add_column(col, justify="left" if col == "signal" else "right")
+    signs = [f"{'higher' if r['detector_sign'] > 0 else 'lower'} {name}" for name, r in rows.items()
+             if r.get("detector_sign") is not None]
+    caption = f"the run's detector scores {' and '.join(signs)} as more hallucinated" if signs else None
+    table = Table(title=title, title_justify="left", header_style="bold", caption=caption, caption_justify="left")
+    for col in ("signal", "value", "run pctl", "run median", "mean faithful", "mean halluc."):
+        table.add_column(col, justify="left" if col == "signal" else "right", no_wrap=col == "signal")
     for name, r in rows.items():
-        sign = r.get("detector_sign")
-        label = name + ("" if sign is None else f" (detector: {'higher' if sign > 0 else 'lower'} = halluc.)")
-        table.add_row(label, _fmt(r["value"]), _pct(r["run_percentile"]), _fmt(r["run_median"]),
+        table.add_row(name, _fmt(r["value"]), _pct(r["run_percentile"]), _fmt(r["run_median"]),
                       _fmt(r.get("run_mean_faithful")), _fmt(r.get("run_mean_hallucinated")))
     return table
 
@@ -98,7 +100,8 @@ def print_explanation(result) -> None:
     else:
         console.print("[dim]no Neuronpedia ids for these SAEs[/]")
     if result.plot is not None:
-        console.print(f"track plot: [bold]{result.plot}[/]  (record: {result.record})", soft_wrap=True)
+        console.print(f"track plot: [bold]{escape(str(result.plot))}[/]  (record: {escape(str(result.record))})",
+                      soft_wrap=True)
 
 
 def explain(

@@ -30,6 +30,7 @@ def parse_features(spec: str | None) -> list[int] | None:
 
 
 def features_table(result: dict, rows: int):
+    from rich import box
     from rich.markup import escape
     from rich.table import Table
 
@@ -40,19 +41,19 @@ def features_table(result: dict, rows: int):
                 if result["d_sae"] is not None else "")
              + f"; {len(feats)} most active shown")
     table = Table(title=title, title_justify="left", header_style="bold",
-                  caption=f"halluc. share: of the examples it fires in (base rate {base:.0%})" if base is not None
-                  else None, caption_justify="left")
-    for col in ("feature", "tokens", "examples", "mean act", "max act", "halluc. share", "fires on",
-                "top example"):
-        table.add_column(col, justify="right" if col not in ("fires on", "top example") else "left",
-                         overflow="fold")
+                  caption=("tokens / examples: where it is among the kept top-k; max: largest activation; halluc.: "
+                           f"share of hallucinated examples among those it fires in (base rate {base:.0%})"
+                           if base is not None else None), caption_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("feature", "tokens", "examples", "max", "halluc.", "fires on", "top example"):
+        table.add_column(col, justify="left" if col in ("fires on", "top example") else "right",
+                         no_wrap=col not in ("fires on", "top example"), ratio=2 if col == "top example" else None)
     for f in feats:
-        common = ", ".join(repr(t["token"]) for t in f["common_tokens"][:3])
+        common = " ".join(repr(t["token"]) for t in f["common_tokens"][:3])
         top = f["top_examples"][0]["context"] if f["top_examples"] else ""
         share = f["hallucinated_share"]
         table.add_row(str(f["feature"]), str(f["active_tokens"]), str(f["active_examples"]),
-                      f"{f['mean_activation']:.2f}", f"{f['max_activation']:.2f}",
-                      "-" if share is None else f"{share:.0%}", escape(common), escape(top))
+                      f"{f['max_activation']:.2f}", "-" if share is None else f"{share:.0%}", escape(common),
+                      escape(top))
     return table
 
 
@@ -74,6 +75,8 @@ def interpret(
 
 @handle_errors
 def _interpret(layer, run, top, features, window, rows, out, force) -> None:
+    from rich.markup import escape
+
     from ghost_lens.capture.trace import FeatureTrace
     from ghost_lens.interpret import interpret_layer, output_path, write_interpretation
 
@@ -84,4 +87,5 @@ def _interpret(layer, run, top, features, window, rows, out, force) -> None:
     result = interpret_layer(trace, layer, top=top, features=feature_ids, window=window)
     write_interpretation(result, path)
     console.print(features_table(result, rows))
-    console.print(f"per-feature JSON ({len(result['features'])} features): [bold]{path}[/]", soft_wrap=True)
+    console.print(f"per-feature JSON ({len(result['features'])} features): [bold]{escape(str(path))}[/]",
+                  soft_wrap=True)

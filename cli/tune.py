@@ -9,7 +9,6 @@ import typer
 from ghost_lens_cli._common import console, handle_errors
 from ghost_lens_cli.explain import RunOpt, run_folder
 
-
 SHORT = {"top_k_features": "k", "association_threshold": "assoc", "semantic_weight": "sem",
          "activation_weight": "act", "position_weight": "pos", "birth_threshold": "birth",
          "death_threshold": "death"}
@@ -28,20 +27,24 @@ def results_table(result):
     """Points by AUROC with its interval, average track length, and the verdicts against the run's own config and
     against the best baseline."""
     from rich import box
+    from rich.markup import escape
     from rich.table import Table
 
     from ghost_lens.tune import CAVEAT
 
-    baseline = result.best.baseline or "baseline"
-    table = Table(title=f"tune: {result.run} ({len(result.points)} points, {result.n_bootstrap} bootstrap resamples)",
+    names = {p.baseline for p in result.points}
+    baseline = names.pop() if len(names) == 1 and None not in names else "best baseline"
+    conf = result.protocol["confidence"]
+    table = Table(title=f"tune: {escape(str(result.run))} ({len(result.points)} points, {result.n_bootstrap} bootstrap resamples)",
                   caption=f"[yellow]caveat:[/] {CAVEAT}", caption_justify="left", title_justify="left",
                   header_style="bold", box=box.SIMPLE_HEAD)
-    for col, just in (("point", "left"), ("changes", "left"), ("AUROC [95% CI]", "right"), ("len", "right"),
+    for col, just in (("point (changes)", "left"), (f"AUROC [{conf:.0%} CI]", "right"), ("len", "right"),
                       ("vs run", "left"), (f"vs {baseline}", "left")):
-        table.add_column(col, justify=just, no_wrap=col != "changes")
+        table.add_column(col, justify=just, no_wrap=col != "point (changes)")
     for rank, p in enumerate(result.points, 1):
         a = p.auroc
-        table.add_row(p.name + (" *" if p.same_as_run else ""), _changes(p.overrides),
+        name = escape(p.name) + (" *" if p.same_as_run else "")
+        table.add_row(f"{name}\n[dim]{escape(_changes(p.overrides))}[/]",
                       f"{a['value']:.3f} [{a['ci_low']:.3f}, {a['ci_high']:.3f}]", f"{p.avg_track_length:.2f}",
                       p.verdict_vs_run or "-", p.verdict, style="bold" if rank == 1 else None)
     return table
@@ -64,6 +67,8 @@ def tune(
 
 @handle_errors
 def _tune(run, grid, optuna, n_bootstrap, out, force) -> None:
+    from rich.markup import escape
+
     from ghost_lens.runner import make_progress
     from ghost_lens.tune import load_grid, results_path
     from ghost_lens.tune import tune as tune_run
@@ -78,4 +83,4 @@ def _tune(run, grid, optuna, n_bootstrap, out, force) -> None:
     if any(p.same_as_run for p in result.points):
         console.print("[dim]* = the run's own tracker and detector config; len = average track length (layers); "
                       "vs run / vs baseline: paired group bootstrap of the AUROC difference[/]")
-    console.print(f"results: [bold]{path}[/]")
+    console.print(f"results: [bold]{escape(str(path))}[/]", soft_wrap=True)

@@ -4,6 +4,8 @@
 - Re-running the same config into the same folder reuses the capture (the model is not run again) and recomputes
   the cheap stages.
 - A folder holding a run of another config is never silently overwritten: the error names the keys that differ.
+  A run that failed before writing its capture (nothing in it but ``config.yaml`` and ``manifest.json``) is not
+  protected: the corrected command may take the folder over.
   ``--force`` recomputes everything in place (the user asked for it).
 - A non-empty folder that is not a ghost-lens run is refused, even with ``--force``.
 """
@@ -119,13 +121,15 @@ def open_run_folder(out: str | Path, cfg: RunConfig, *, force: bool = False, arg
             raise RunFolderError(f"{path} is not empty and is not a ghost-lens run folder; choose another --out")
         old = read_run_config(path)
         diff = config_diff(old, cfg)
-        if diff and not force:
+        old_manifest = json.loads((path / MANIFEST).read_text())
+        # a run that failed before its capture (a typo in --model, a bad dataset) holds nothing worth protecting
+        failed_early = "finished" not in old_manifest and not (path / "capture" / CAPTURE_META).is_file()
+        if diff and not force and not failed_early:
             shown = ", ".join(diff[:6]) + (" ..." if len(diff) > 6 else "")
             raise RunFolderError(
                 f"{path} holds a run with another config (differs in {shown}); use another --out, or --force to "
                 "recompute it (`ghost-lens tune` explores tracker settings on the saved capture)"
             )
-        old_manifest = json.loads((path / MANIFEST).read_text())
         reuse = (
             not force
             and old_manifest.get("capture_key") == capture_key(cfg)

@@ -125,9 +125,7 @@ def run_track(cfg: RunConfig, out: str | Path, *, force: bool = False, progress:
 
 
 def _write_track_outputs(path: Path, trace: Any, tracking: Any) -> None:
-    from ghost_lens.tracking import plot_tracks
-
-    from ghost_lens.tracking import write_tracking_summary
+    from ghost_lens.tracking import plot_tracks, write_tracking_summary
 
     write_tracking_summary(tracking, path / C.TRACKING_SUMMARY)
     tracking.save(path)

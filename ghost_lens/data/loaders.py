@@ -120,7 +120,7 @@ def generic_examples(rows: list[dict[str, Any]], source: str, column_map: dict[s
     if missing:
         raise DatasetError(
             f"{source}: missing column(s) {', '.join(missing)} (found: {', '.join(sorted(columns)) or 'none'}); "
-            "map yours with --column prompt=COL etc."
+            "rename yours to prompt, answer, label (optional group, id), or pass column_map= to load_examples"
         )
     out = []
     for i, row in enumerate(rows):
