@@ -42,9 +42,17 @@ def callback(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
     ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", min=1, help="torch CPU threads (1 is fastest for small models on a busy machine)."),
+    ] = None,
 ) -> None:
     state.debug = debug
     setup_logging(verbose)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 def main() -> None:

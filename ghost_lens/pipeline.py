@@ -131,8 +131,8 @@ def evaluate(trace: FeatureTrace, tracking: TrackingResult, cfg: RunConfig | Non
 
     cfg = cfg or RunConfig()
     eval_cfg = cfg.eval
-    if random_tracking is None and "random_decoder" in eval_cfg.baselines:
-        random_tracking = track(trace, cfg.tracker, decoder_mode="random", seed=eval_cfg.seed, keep_graphs=False)
+    if random_tracking is None:
+        random_tracking = control_tracking(trace, cfg)
     return _evaluate(
         labels=trace.labels,
         groups=trace.groups,
@@ -145,6 +145,13 @@ def evaluate(trace: FeatureTrace, tracking: TrackingResult, cfg: RunConfig | Non
         random_decoder_features=None if random_tracking is None else random_tracking.metrics,
         progress=progress,
     )
+
+
+def control_tracking(trace: FeatureTrace, cfg: RunConfig, *, progress: Any = False) -> TrackingResult | None:
+    """The tracker on random decoder directions (the ``random_decoder`` control), when the config asks for it."""
+    if "random_decoder" not in cfg.eval.baselines:
+        return None
+    return track(trace, cfg.tracker, decoder_mode="random", seed=cfg.eval.seed, progress=progress, keep_graphs=False)
 
 
 def run_pipeline(
@@ -161,9 +168,7 @@ def run_pipeline(
     tracking = track(trace, cfg.tracker, progress=progress)
     evaluation = None
     if len(set(trace.labels)) > 1:
-        random_tracking = None
-        if "random_decoder" in cfg.eval.baselines:
-            random_tracking = track(trace, cfg.tracker, decoder_mode="random", seed=cfg.eval.seed, keep_graphs=False)
+        random_tracking = control_tracking(trace, cfg)
         evaluation = evaluate(trace, tracking, cfg, random_tracking=random_tracking, progress=progress)
         return PipelineResult(trace, tracking, evaluation, random_tracking)
     logger.warning("all examples carry one label: tracking done, evaluation skipped")

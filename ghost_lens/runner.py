@@ -76,7 +76,7 @@ def run_track(cfg: RunConfig, out: str | Path, *, force: bool = False, progress:
               argv: list[str] | None = None) -> TrackRun:
     from ghost_lens.capture.trace import FeatureTrace
     from ghost_lens.data.loaders import load_examples
-    from ghost_lens.pipeline import capture, evaluate, load_model_and_bundle, track
+    from ghost_lens.pipeline import capture, control_tracking, evaluate, load_model_and_bundle, track
 
     folder = open_run_folder(out, cfg, force=force, argv=argv)
     with make_progress(progress) as prog:
@@ -108,10 +108,7 @@ def run_track(cfg: RunConfig, out: str | Path, *, force: bool = False, progress:
             save_graphs(tracking.graphs, trace.ids, folder.path / C.GRAPHS_DIR)
             _write_track_outputs(folder.path, trace, tracking)
         with _stage(folder, "evaluation"):
-            random_tracking = None
-            if "random_decoder" in cfg.eval.baselines:
-                random_tracking = track(trace, cfg.tracker, decoder_mode="random", seed=cfg.eval.seed,
-                                        progress=prog, keep_graphs=False)
+            random_tracking = control_tracking(trace, cfg, progress=prog)
             evaluation = evaluate(trace, tracking, cfg, random_tracking=random_tracking, progress=prog)
             evaluation.save(folder.path)
             _save_final_detector(folder.path, tracking, trace, cfg)
