@@ -95,6 +95,28 @@ def _yaml_value(v: Any) -> str:
     return json.dumps(v)
 
 
+def parse_int_list(
+    spec: str | None, option: str, example: str = "'0,4,8' or '0-11'", *, sort: bool = True
+) -> list[int] | None:
+    """``"0,2,5-7"`` -> ``[0, 2, 5, 6, 7]`` (``sort``: sorted and unique, else as given); ``None`` / empty / ``all``
+    -> ``None``."""
+    from ghost_lens.errors import ConfigError
+
+    if spec is None or spec.strip() in ("", "all"):
+        return None
+    out: list[int] = []
+    try:
+        for part in spec.replace(" ", "").split(","):
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                out.extend(range(int(lo), int(hi) + 1))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise ConfigError(f"{option}: cannot parse {spec!r}; use e.g. {example}") from None
+    return sorted(set(out)) if sort else out
+
+
 def exit_usage(msg: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
     sys.stdout.flush()

@@ -6,27 +6,13 @@ from typing import Annotated
 
 import typer
 
-from ghost_lens_cli._common import console, handle_errors
+from ghost_lens_cli._common import console, handle_errors, parse_int_list
 from ghost_lens_cli.explain import RunOpt, run_folder
 
 
 def parse_features(spec: str | None) -> list[int] | None:
     """``"0,5,7-9"`` -> ``[0, 5, 7, 8, 9]``."""
-    from ghost_lens.errors import ConfigError
-
-    if spec is None or not spec.strip():
-        return None
-    out: list[int] = []
-    try:
-        for part in spec.replace(" ", "").split(","):
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                out.extend(range(int(lo), int(hi) + 1))
-            elif part:
-                out.append(int(part))
-    except ValueError:
-        raise ConfigError(f"--features: cannot parse {spec!r}; use e.g. '0,5,12' or '10-20'") from None
-    return out
+    return parse_int_list(spec, "--features", "'0,5,12' or '10-20'", sort=False)
 
 
 def features_table(result: dict, rows: int):

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ghost_lens_cli._common import ConfigOpt, SetOpt, console, handle_errors, load_run_config
+from ghost_lens_cli._common import ConfigOpt, SetOpt, console, handle_errors, load_run_config, parse_int_list
 
 app = typer.Typer(help="SAE bundles: list SAELens releases, evaluate a bundle's quality.", no_args_is_help=True)
 
@@ -20,21 +20,7 @@ LayersOpt = Annotated[str | None, typer.Option("--layers", help="Layers, e.g. '0
 
 def parse_layers(spec: str | None) -> list[int] | None:
     """``"0,2,5-7"`` -> ``[0, 2, 5, 6, 7]``."""
-    from ghost_lens.errors import ConfigError
-
-    if spec is None or spec.strip() in ("", "all"):
-        return None
-    layers: list[int] = []
-    try:
-        for part in spec.replace(" ", "").split(","):
-            if "-" in part:
-                lo, hi = part.split("-", 1)
-                layers.extend(range(int(lo), int(hi) + 1))
-            elif part:
-                layers.append(int(part))
-    except ValueError:
-        raise ConfigError(f"--layers: cannot parse {spec!r}; use e.g. '0,4,8' or '0-11'") from None
-    return sorted(set(layers))
+    return parse_int_list(spec, "--layers")
 
 
 @app.command("list")

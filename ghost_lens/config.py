@@ -392,14 +392,19 @@ def apply_overrides(cfg: T, overrides: list[str] | None) -> T:
     return from_dict(type(cfg), data, strict=True)
 
 
-def load_yaml_dict(path: str | Path) -> dict[str, Any]:
+def read_yaml(path: str | Path, what: str = "config") -> Any:
+    """A user's YAML file, with one-line errors for a missing file or malformed YAML."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise ConfigError(f"{what} file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: malformed YAML ({str(exc).splitlines()[0]})") from None
+
+
+def load_yaml_dict(path: str | Path) -> dict[str, Any]:
+    data = read_yaml(path)
     if data is None:
         return {}
     if not isinstance(data, dict):

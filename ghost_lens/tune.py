@@ -129,16 +129,9 @@ def parse_grid(raw: Any, source: str = "grid") -> list[GridPoint]:
 
 def load_grid(path: str | Path) -> list[GridPoint]:
     """Grid points from a YAML file (see the module docstring)."""
-    import yaml
+    from ghost_lens.config import read_yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"grid file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: malformed YAML ({str(exc).splitlines()[0]})") from None
-    return parse_grid(raw, str(path))
+    return parse_grid(read_yaml(path, "grid"), str(path))
 
 
 # ---- results -------------------------------------------------------------------------------------------------------
