@@ -12,6 +12,7 @@ import torch
 from ghost_lens.errors import SAEError
 from ghost_lens.saes import SAEBundle, list_releases, load_bundle, no_release_hint
 from ghost_lens.saes.sources import choose_ids, parse_sae_id
+from tests.helpers import tiny_model
 from tests.helpers_hub import tiny_sae
 
 D_MODEL = 32
@@ -20,22 +21,7 @@ D_MODEL = 32
 @pytest.fixture(scope="module")
 def model():
     """A tiny random 2-layer model (d_model 32), no hub needed."""
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(
-        n_layers=2,
-        d_model=D_MODEL,
-        n_ctx=16,
-        d_head=8,
-        n_heads=4,
-        d_mlp=64,
-        d_vocab=40,
-        act_fn="gelu",
-        normalization_type="LN",
-        seed=0,
-        model_name="tiny",
-    )
-    return HookedTransformer(cfg).eval()
+    return tiny_model(d_model=D_MODEL, d_head=8, d_mlp=64, d_vocab=40, model_name="tiny")
 
 
 def save_saes(root: Path, specs: dict[str, tuple[str, int]]) -> Path:

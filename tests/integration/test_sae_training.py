@@ -10,6 +10,7 @@ import torch
 from ghost_lens.constants import SAE_QUALITY
 from ghost_lens.errors import ConfigError, DatasetError, RunFolderError
 from ghost_lens.saes import load_bundle, load_quality, tokenize_corpus, train_saes
+from tests.helpers import tiny_model
 
 DOCS = [
     "Paris is the capital of France.",
@@ -75,22 +76,7 @@ def test_corpus_errors(gpt2, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny():
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(
-        n_layers=2,
-        d_model=16,
-        n_ctx=16,
-        d_head=4,
-        n_heads=4,
-        d_mlp=32,
-        d_vocab=50,
-        act_fn="gelu",
-        normalization_type="LN",
-        seed=0,
-        model_name="tiny",
-    )
-    return HookedTransformer(cfg).eval()
+    return tiny_model(model_name="tiny")
 
 
 def test_train_saes_saves_a_loadable_folder(tiny, tmp_path):

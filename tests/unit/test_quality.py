@@ -14,27 +14,14 @@ from ghost_lens.saes.quality import (
     saes_quality,
     save_quality,
 )
+from tests.helpers import tiny_model as _tiny_model
 from tests.helpers_hub import tiny_sae
 
 D = 8
 
 
 def tiny_model(n_layers: int = 2, d_model: int = D):
-    from transformer_lens import HookedTransformer, HookedTransformerConfig
-
-    cfg = HookedTransformerConfig(
-        n_layers=n_layers,
-        d_model=d_model,
-        n_ctx=16,
-        d_head=4,
-        n_heads=2,
-        d_mlp=16,
-        d_vocab=50,
-        act_fn="gelu",
-        normalization_type="LN",
-        seed=0,
-    )
-    return HookedTransformer(cfg).eval()
+    return _tiny_model(n_layers=n_layers, d_model=d_model, n_heads=2, d_mlp=16)
 
 
 def identity_sae(hook_name: str, d: int = D):
