@@ -108,8 +108,10 @@ def parse_int_list(
     try:
         for part in spec.replace(" ", "").split(","):
             if "-" in part[1:]:
-                lo, hi = part.split("-", 1)
-                out.extend(range(int(lo), int(hi) + 1))
+                lo, hi = (int(x) for x in part.split("-", 1))
+                if lo > hi:
+                    raise ConfigError(f"{option}: the range {part!r} runs backwards; write '{hi}-{lo}'")
+                out.extend(range(lo, hi + 1))
             elif part:
                 out.append(int(part))
     except ValueError:

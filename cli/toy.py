@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from ghost_lens_cli._common import ConfigOpt, SetOpt, console, handle_errors, load_run_config
 
@@ -19,9 +20,11 @@ def _info_table(info: dict) -> None:
     table.add_column("property")
     table.add_column("value", justify="right")
     for key, value in info.items():
+        if key == "fingerprint_parts":  # one hash per file: for comparing two machines' info.json, not for reading
+            continue
         if isinstance(value, dict):
             value = ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
-        table.add_row(key, _fmt(value))
+        table.add_row(key, escape(_fmt(value)))
     console.print(table)
 
 
@@ -41,7 +44,7 @@ def build(
 
     cfg = load_run_config(config, set_)
     world = get_world(cfg.world, force=force, progress=True)
-    console.print(f"world cached in [bold]{world.path}[/]")
+    console.print(f"world cached in [bold]{escape(str(world.path))}[/]", soft_wrap=True)
     _info_table(world.info())
 
 
@@ -53,5 +56,5 @@ def info(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
     cfg = load_run_config(config, set_)
     world = get_world(cfg.world, progress=True)
-    console.print(f"world cached in [bold]{world.path}[/]")
+    console.print(f"world cached in [bold]{escape(str(world.path))}[/]", soft_wrap=True)
     _info_table(world.info())

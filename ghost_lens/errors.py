@@ -30,3 +30,7 @@ class SAEError(GhostLensError):
 
 class RunFolderError(GhostLensError):
     """A run folder that would be overwritten, or is missing what a command needs."""
+
+
+class BusyError(GhostLensError):
+    """A run folder or a cache entry held by another process (its lock names the pid and host)."""

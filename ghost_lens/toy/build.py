@@ -2,12 +2,22 @@
 
 Stages, each with a rich progress bar: 1. knowledge base; 2. tokenizer; 3. model training until it answers
 ``target_accuracy`` of its training facts; 4. one SAE per layer on ``resid_post`` (SAELens runner); 5. examples;
-6. ``info.json``.
+6. ``info.json``, with a content ``fingerprint`` of everything built (one hash per file, and one over them all).
+
+What is promised (and tested in ``tests/integration/test_world_determinism.py``): the same ``WorldConfig`` gives
+bit-identical files (knowledge base, tokenizer, model weights, SAE weights, examples), hence the same fingerprint,
+in any process on machines of the same kind with the same library versions (``info.json``'s ``versions``),
+whatever the caller's thread count or global RNG state: the build runs on one torch thread, with
+``torch.use_deterministic_algorithms(True)``, on forked global generators seeded from the config alone. It is not
+promised across CPU models or instruction sets (e.g. AVX2 vs AVX-512) or library versions: float sums may then
+round differently, and training amplifies the difference; compare two machines' ``fingerprint_parts`` to see
+which artefacts differ. The build times in ``info.json`` differ between builds; nothing else does.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -27,6 +37,7 @@ from ghost_lens.toy.model import (
     config_to_dict,
     encode,
     greedy_accuracy,
+    isolated_rng,
     model_config,
     train_model,
 )
@@ -71,10 +82,39 @@ def _one_thread() -> Iterator[None]:
         torch.set_num_threads(saved)
 
 
+@contextlib.contextmanager
+def _deterministic() -> Iterator[None]:
+    """``torch.use_deterministic_algorithms(True)`` for the block (an op without a deterministic implementation
+    raises instead of varying), then the caller's setting back."""
+    saved = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+
+
 def build_world(cfg: WorldConfig, out: Path, progress: bool = True) -> dict[str, Any]:
-    """Write every artefact of the world of ``cfg`` into the folder ``out`` (on one torch thread)."""
-    with _one_thread():
+    """Write every artefact of the world of ``cfg`` into the folder ``out`` (deterministically: module docstring)."""
+    with isolated_rng(), _one_thread(), _deterministic():
         return _build(cfg, Path(out), progress)
+
+
+def world_fingerprint(folder: Path, model: Any) -> dict[str, Any]:
+    """SHA-256 (16 hex digits) of every artefact of a built world: the model's weights (tensor bytes, not the
+    pickle-framed ``model.pt``) and the bytes of every other file but ``info.json``; ``all`` hashes them together."""
+    parts: dict[str, str] = {}
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    parts[w.MODEL_FILE] = h.hexdigest()[:16]
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = f.relative_to(folder).as_posix()
+        if rel not in (w.MODEL_FILE, w.INFO_FILE):
+            parts[rel] = hashlib.sha256(f.read_bytes()).hexdigest()[:16]
+    total = hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]
+    return {"all": total, "parts": parts}
 
 
 def _build(cfg: WorldConfig, out: Path, progress: bool) -> dict[str, Any]:
@@ -137,6 +177,8 @@ def _build(cfg: WorldConfig, out: Path, progress: bool) -> dict[str, Any]:
         times["examples_s"] = time.perf_counter() - t0
 
     info = _info(cfg, kb, model, history, gen, probs, stmt, quality)
+    fingerprint = world_fingerprint(out, model)
+    info["fingerprint"], info["fingerprint_parts"] = fingerprint["all"], fingerprint["parts"]
     info["build_seconds"] = round(time.perf_counter() - t_start, 1)
     info["stage_seconds"] = {k: round(v, 1) for k, v in times.items()}
     (out / w.INFO_FILE).write_text(json.dumps(info, indent=1))

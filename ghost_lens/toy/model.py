@@ -3,17 +3,24 @@
 A training sequence is ``[BOS] the capital of zor ba lin is velmora [EOS]``; the loss is the cross-entropy of the
 answer at the last prompt token and of ``[EOS]`` after it (names are random, so predicting them teaches nothing).
 Training stops once greedy accuracy on the training facts reaches ``WorldConfig.target_accuracy``.
+
+``HookedTransformerConfig(seed=...)`` reseeds the global ``random``, NumPy and torch generators whenever a config is
+built; every config and model here is built inside :func:`isolated_rng`, so building or loading the model leaves a
+caller's generators exactly as they were (the weights still follow from the seed alone).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import random
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from transformer_lens import HookedTransformer, HookedTransformerConfig
@@ -27,12 +34,27 @@ N_CTX = 16
 """Context of the toy model: prompts are 8-9 tokens with BOS, 10-11 with answer and EOS."""
 
 
+@contextlib.contextmanager
+def isolated_rng() -> Iterator[None]:
+    """Run a block with the global ``random``, NumPy and torch generators forked: whatever the block seeds or draws,
+    they are restored afterwards (torch's CUDA generators too, where CUDA is initialised)."""
+    py_state, np_state = random.getstate(), np.random.get_state()
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+
+
 def model_config(cfg: WorldConfig, d_vocab: int) -> HookedTransformerConfig:
-    return HookedTransformerConfig(
-        n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, d_head=cfg.d_model // cfg.n_heads,
-        d_mlp=cfg.d_mlp, d_vocab=d_vocab, n_ctx=N_CTX, act_fn="gelu", normalization_type="LN", seed=cfg.seed,
-        model_name="toy-facts", default_prepend_bos=True,
-    )
+    with isolated_rng():
+        return HookedTransformerConfig(
+            n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, d_head=cfg.d_model // cfg.n_heads,
+            d_mlp=cfg.d_mlp, d_vocab=d_vocab, n_ctx=N_CTX, act_fn="gelu", normalization_type="LN", seed=cfg.seed,
+            model_name="toy-facts", default_prepend_bos=True,
+        )
 
 
 def config_to_dict(config: HookedTransformerConfig) -> dict[str, Any]:
@@ -45,15 +67,21 @@ def config_to_dict(config: HookedTransformerConfig) -> dict[str, Any]:
 def config_from_dict(data: dict[str, Any]) -> HookedTransformerConfig:
     data = dict(data)
     data["dtype"] = getattr(torch, str(data.get("dtype", "float32")).removeprefix("torch."))
-    return HookedTransformerConfig.from_dict(data)
+    with isolated_rng():
+        return HookedTransformerConfig.from_dict(data)
 
 
 def build_model(config: HookedTransformerConfig | dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> HookedTransformer:
-    """A HookedTransformer of ``config`` with ``tokenizer`` attached (random weights: train or load them)."""
+    """A HookedTransformer of ``config`` with ``tokenizer`` attached (random weights: train or load them).
+
+    The initial weights follow from ``config.seed`` alone (seeded here, as the config's constructor would, on
+    forked generators: the caller's global RNG state is untouched)."""
     if isinstance(config, dict):
         config = config_from_dict(config)
-    with warnings.catch_warnings():  # TL 3.9 deprecates HookedTransformer in favour of TL 4 (see ECOSYSTEM.md)
+    with isolated_rng(), warnings.catch_warnings():  # TL 3.9 deprecates HookedTransformer (see ECOSYSTEM.md)
         warnings.filterwarnings("ignore", message="HookedTransformer is deprecated", category=DeprecationWarning)
+        if config.seed is not None:
+            config.set_seed_everywhere(config.seed)
         return HookedTransformer(config, tokenizer)
 
 

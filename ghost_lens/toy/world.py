@@ -12,7 +12,11 @@ examples_{generation,statement}.jsonl  labelled examples (:mod:`ghost_lens.toy.e
 info.json                           accuracies, hallucination rates, counts, SAE quality, build time, config
 ==================================  =======================================================================
 
-A world is built in a temporary sibling folder and renamed into place, so an interrupted build leaves nothing.
+A world is built in a temporary sibling folder and renamed into place (:func:`ghost_lens.io.atomic_dir`), so an
+interrupted build leaves nothing. Builders of one world take turns on a lock (``.<hash>.lock`` beside it, naming
+the holder's pid and host): a second builder waits for the first and then uses its world, so a finished world is
+never deleted by another builder; ``force`` rebuilds a world that was there before the lock was taken, and the old
+world goes only once the new one is complete.
 """
 
 from __future__ import annotations
@@ -23,7 +27,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +36,7 @@ from ghost_lens.config import WorldConfig, to_dict
 from ghost_lens.constants import CACHE_ENV
 from ghost_lens.data.example import Example
 from ghost_lens.errors import DatasetError, ModelError
+from ghost_lens.io import atomic_dir, clean_stale_temps, exclusive_lock
 
 logger = logging.getLogger(__name__)
 
@@ -138,23 +142,17 @@ def get_world(
     if (final / INFO_FILE).is_file() and not force:
         logger.info("loading the toy-facts world from %s", final)
         return ToyWorld(final)
-    from ghost_lens.toy.build import build_world
+    existed = (final / INFO_FILE).is_file()
+    with exclusive_lock(final.parent / f".{final.name}.lock", f"the toy-facts world {final}", timeout=None):
+        if (final / INFO_FILE).is_file() and (not force or not existed):
+            logger.info("another process built %s meanwhile; using it", final)
+            return ToyWorld(final)
+        clean_stale_temps(final)  # leftovers of a build that was killed (we hold the lock: nobody else builds)
+        for legacy in final.parent.glob(f".{final.name}-building-*"):  # the build folders of earlier versions
+            shutil.rmtree(legacy, ignore_errors=True)
+        from ghost_lens.toy.build import build_world
 
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}-building-", dir=final.parent))
-    try:
-        build_world(cfg, tmp, progress=progress)
-        if final.exists():  # --force, or a half-finished folder from an older ghost-lens: move it aside first
-            old = Path(tempfile.mkdtemp(prefix=f".{final.name}-old-", dir=final.parent))
-            os.replace(final, old / "world")
-            shutil.rmtree(old, ignore_errors=True)
-        try:
-            os.replace(tmp, final)
-        except OSError:  # another process finished the same world first: keep theirs
-            if not (final / INFO_FILE).is_file():
-                raise
-            logger.info("another process built %s first; using it", final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_dir(final) as tmp:
+            build_world(cfg, tmp, progress=progress)
     logger.info("toy-facts world built in %s", final)
     return ToyWorld(final)

@@ -21,7 +21,8 @@ def test_world_contents(world):
     assert {"kb.json", "tokenizer", "model.pt", "model_cfg.json", "saes", "examples_generation.jsonl",
             "examples_statement.jsonl", "info.json"} <= names
     assert world.path.name == world_hash(cfg) and world.path.parent.name == MODEL_NAME
-    assert not [p for p in world.path.parent.iterdir() if p.name.startswith(".")]  # no temp folders left
+    # no temp folders left; the builders' lock file stays (removing it would race with a waiting builder)
+    assert [p.name for p in world.path.parent.iterdir() if p.name.startswith(".")] == [f".{world.path.name}.lock"]
     info = world.info()
     assert info["accuracy"]["train"] >= cfg.target_accuracy
     assert info["examples"]["statement"] == 2 * info["examples"]["generation"]
@@ -79,7 +80,8 @@ def test_force_rebuild_replaces_in_place(tmp_path):
     assert get_world(cfg, cache_dir=tmp_path, progress=False).info()["build_seconds"] == stamp  # cached
     again = get_world(cfg, cache_dir=tmp_path, force=True, progress=False)
     assert again.path == first.path and again.examples("generation") == first.examples("generation")
-    assert [p.name for p in tmp_path.joinpath(MODEL_NAME).iterdir()] == [first.path.name]
+    assert sorted(p.name for p in tmp_path.joinpath(MODEL_NAME).iterdir()) == [f".{first.path.name}.lock",
+                                                                               first.path.name]
 
 
 def test_cache_location(monkeypatch, tmp_path):
