@@ -3,6 +3,9 @@
 Sources
 - ``toy-facts`` / ``toy-facts-generation``: the toy world's generation mode (label 1 = the model answered wrong);
   ``toy-facts-statement``: a true and a false answer per fact (label 1 = false).
+- ``world-facts``: real facts (countries, elements) the given ``model`` answers; label 1 = its answer is wrong,
+  evasions left out (:mod:`ghost_lens.data.world_facts`); ``world-facts-statement``: a true and a false answer per
+  fact, no model needed.
 - ``truthfulqa``: the hub dataset ``truthfulqa/truthful_qa`` (config ``generation``) when online, or a local
   ``TruthfulQA.csv`` (either the 790-row or the 817-row v1 layout). Every correct answer is an example with label 0,
   every incorrect answer label 1; the group is the question.
@@ -113,6 +116,17 @@ def _parse_label(value: Any, where: str) -> int:
     return mapping[text]
 
 
+def _check_row(row: dict[str, Any], first: dict[str, Any], where: str) -> None:
+    """Every row has row 1's keys, and a prompt and an answer that are text (a null is not the text "None")."""
+    if row.keys() != first.keys():
+        if None in row:  # csv.DictReader's key for the fields beyond the header
+            raise DatasetError(f"{where} has more fields than the header")
+        lacks, extra = sorted(first.keys() - row.keys(), key=str), sorted(row.keys() - first.keys(), key=str)
+        parts = ([f"lacks {', '.join(map(str, lacks))}"] if lacks else []) + (
+            [f"has {', '.join(map(str, extra))} that row 1 lacks"] if extra else [])
+        raise DatasetError(f"{where} has other keys than row 1 ({'; '.join(parts)}): every row needs the same keys")
+
+
 def generic_examples(rows: list[dict[str, Any]], source: str, column_map: dict[str, str] | None = None):
     cmap = {c: c for c in ("prompt", "answer", "label", "group", "id")} | dict(column_map or {})
     columns = set(rows[0]) if rows else set()
@@ -125,8 +139,13 @@ def generic_examples(rows: list[dict[str, Any]], source: str, column_map: dict[s
     out = []
     for i, row in enumerate(rows):
         where = f"{source} row {i + 1}"
+        _check_row(row, rows[0], where)
         group = str(row.get(cmap["group"]) or row[cmap["prompt"]])
         ex_id = str(row.get(cmap["id"]) or f"row-{i}")
+        for col in ("prompt", "answer"):
+            value = row[cmap[col]]
+            if value is None or not isinstance(value, str | int | float) or not str(value).strip():
+                raise DatasetError(f"{where}: {cmap[col]} must be non-empty text, got {value!r}")
         out.append(Example(ex_id, group, str(row[cmap["prompt"]]), str(row[cmap["answer"]]),
                            _parse_label(row[cmap["label"]], where)))
     return out
@@ -176,6 +195,14 @@ def subsample(examples: list[Example], n: int | None, seed: int = 0) -> list[Exa
     return out[:n]
 
 
+def dataset_uses_model(source: str) -> bool:
+    """Whether ``load_examples(source)`` takes the model: ``world-facts`` needs it (the model answers every question),
+    ``world-facts-statement`` uses its chat template for the prompts."""
+    from ghost_lens.data.world_facts import NAMES as WORLD_FACTS_NAMES
+
+    return source in WORLD_FACTS_NAMES
+
+
 def load_examples(
     source: str,
     *,
@@ -184,9 +211,27 @@ def load_examples(
     column_map: dict[str, str] | None = None,
     world_cfg: Any = None,
     with_knowledge: bool = False,
+    model: Any = None,
+    info: dict[str, Any] | None = None,
+    progress: Any = None,
 ) -> list[Example]:
-    """Load ``source`` (a name from the module docstring or a file path) as a list of Examples."""
-    if source in TOY_NAMES:
+    """Load ``source`` (a name from the module docstring or a file path) as a list of Examples.
+
+    ``model`` (a HookedTransformer) answers the questions of ``world-facts``; ``info``, when given, receives the
+    dataset's statistics (``world-facts``: questions, labelled, hallucinated, evasions, per relation);
+    ``progress(done, total)`` is called while the model answers.
+    """
+    from ghost_lens.data.world_facts import NAMES as WORLD_FACTS_NAMES
+
+    if source in WORLD_FACTS_NAMES:
+        from ghost_lens.data.world_facts import world_facts_examples
+
+        mode = WORLD_FACTS_NAMES[source]
+        kwargs = {"progress": progress} if mode == "generation" else {}
+        examples, stats = world_facts_examples(mode, model, num_samples=num_samples, seed=seed, **kwargs)
+        if info is not None:
+            info.update(stats.to_dict())
+    elif source in TOY_NAMES:
         from ghost_lens.toy.world import get_world
 
         examples = get_world(world_cfg).examples(TOY_NAMES[source])
@@ -197,7 +242,7 @@ def load_examples(
     elif Path(source).suffix or Path(source).exists():
         examples = load_path(source, column_map, with_knowledge)
     else:
-        known = ", ".join([*TOY_NAMES, "truthfulqa", "halueval"])
+        known = ", ".join([*TOY_NAMES, *WORLD_FACTS_NAMES, "truthfulqa", "halueval"])
         raise DatasetError(f"unknown dataset {source!r}: use one of {known} or a path to a .csv/.jsonl file")
     if not examples:
         raise DatasetError(f"dataset {source!r} has no examples")
