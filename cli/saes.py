@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from ghost_lens_cli._common import ConfigOpt, SetOpt, console, handle_errors, load_run_config, parse_int_list
 
@@ -33,7 +34,7 @@ def list_cmd(model: ModelOpt = None) -> None:
 
     rows = list_releases(model)
     if not rows:
-        console.print(no_release_hint(model))
+        console.print(escape(no_release_hint(model)))
         return
     table = Table(title=f"SAELens releases{f' for {model}' if model else ''}", header_style="bold")
     for col in ("release", "model", "hooks", "layers", "widths", "repo"):
@@ -43,7 +44,7 @@ def list_cmd(model: ModelOpt = None) -> None:
                       ", ".join(map(str, r["widths"])) or "?", r["repo"])
     console.print(table)
     if model:
-        console.print(no_release_hint(model, some=True))
+        console.print(escape(no_release_hint(model, some=True)))
 
 
 def _span(layers: list[int]) -> str:
@@ -59,30 +60,60 @@ def eval_cmd(
     sae_release: ReleaseOpt = None,
     sae_dir: SaeDirOpt = None,
     layers: LayersOpt = None,
-    dataset: Annotated[str | None, typer.Option("--dataset", help="Held-out text: a dataset name or path.")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option("--dataset", help="Held-out text (a dataset name or path) to measure on; default: the quality "
+                                       "saved beside each SAE at training, else the run config's dataset."),
+    ] = None,
     num_samples: Annotated[int, typer.Option("--num-samples", help="Examples of held-out text.")] = 200,
+    ce_sequences: Annotated[
+        int, typer.Option("--ce-sequences", help="Rows of text the CE loss recovered is measured on (0: skip).")
+    ] = 32,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Per-layer SAE quality (FVU, L0, dead features) on held-out text, as a table."""
-    from rich.table import Table
+    """Per-layer SAE quality (FVU, L0, dead features, CE loss recovered) as a table.
 
+    SAEs trained by ghost-lens (train-saes, the built-in smollm2-135m-res) carry the quality measured on their
+    held-out text; it is shown unless --dataset asks for a new measurement."""
+
+    from ghost_lens.config import prefer_typed_sae_source, with_default_sae_source
+    from ghost_lens.errors import ConfigError
     from ghost_lens.pipeline import load_model_and_bundle, tokens_for_quality
 
+    if num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
+    if ce_sequences < 0:
+        raise ConfigError(f"--ce-sequences must be >= 0, got {ce_sequences}")
     cfg = load_run_config(config, set_, model=model, sae_release=sae_release, sae_dir=sae_dir,
                           dataset=dataset, **{"capture.layers": parse_layers(layers)})
+    cfg = with_default_sae_source(prefer_typed_sae_source(cfg, sae_release=sae_release, sae_dir=sae_dir))
     model_obj, bundle = load_model_and_bundle(cfg, progress=True)
-    from ghost_lens.saes.quality import bundle_quality
+    saved = bundle.saved_quality()
+    if dataset is None and all(q is not None for q in saved.values()):
+        quality = saved
+        where = "saved at training, on held-out text"
+    else:
+        from ghost_lens.saes.quality import bundle_quality
 
-    tokens = tokens_for_quality(model_obj, cfg, num_samples)
-    quality = bundle_quality(model_obj, bundle, tokens)
-    table = Table(title=f"SAE quality: {bundle.source}", header_style="bold")
-    for col in ("layer", "hook", "d_sae", "FVU", "L0", "dead features"):
+        tokens = tokens_for_quality(model_obj, cfg, num_samples)
+        quality = bundle_quality(model_obj, bundle, tokens, ce_sequences=ce_sequences)
+        where = f"measured on {cfg.dataset}"
+    console.print(quality_table(quality, bundle, escape(f"SAE quality: {bundle.source} ({where})")))
+
+
+def quality_table(quality: dict, bundle, title: str):
+    """Layer, hook, width, FVU, L0, dead features, CE loss recovered (first position excluded where recorded)."""
+    from rich.table import Table
+
+    table = Table(title=title, header_style="bold")
+    for col in ("layer", "hook", "d_sae", "FVU", "L0", "dead features", "CE loss recovered"):
         table.add_column(col, justify="right")
     for layer, q in sorted(quality.items()):
+        ce = q.get("ce_loss_recovered")
         table.add_row(str(layer), bundle.hook_names[layer], str(bundle[layer].cfg.d_sae), f"{q['fvu']:.3f}",
-                      f"{q['l0']:.1f}", f"{q['dead_fraction']:.1%}")
-    console.print(table)
+                      f"{q['l0']:.1f}", f"{q['dead_fraction']:.1%}", "-" if ce is None else f"{ce:.3f}")
+    return table
 
 
 @handle_errors
@@ -96,29 +127,47 @@ def train_saes_cmd(
     context_size: Annotated[int, typer.Option("--context-size")] = 128,
     hook: Annotated[str, typer.Option("--hook", help="resid_pre | resid_mid | resid_post")] = "resid_post",
     out: Annotated[str, typer.Option("--out", "-o", help="Folder for the SAEs (one sub-folder per layer).")] = "",
-    force: Annotated[bool, typer.Option("--force", help="Overwrite a non-empty --out folder.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace the trained layers' SAEs in a non-empty --out.")] = False,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Train one SAE per layer with SAELens's LanguageModelSAETrainingRunner; writes a folder --sae-dir reads."""
+    """Train one SAE per layer, all layers from one model forward per batch (SAELens's MultiSAETrainingRunner);
+    writes a folder --sae-dir reads, each SAE with its quality.json. The SAEs are trained in a temporary folder and
+    swapped into --out only when all succeeded."""
     from pathlib import Path
 
     from ghost_lens.errors import ConfigError
+    from ghost_lens.hooks import RESID_KINDS
     from ghost_lens.models import load_model
     from ghost_lens.saes.datasets import tokenize_corpus
-    from ghost_lens.saes.training import train_saes
+    from ghost_lens.saes.training import ARCHITECTURES, check_layers, check_training_options, train_saes
 
     if not dataset:
         raise ConfigError("--dataset is required: a .txt or .jsonl file, or a hub dataset name")
     if not out:
         raise ConfigError("--out is required: the folder the SAEs are written to")
-    if architecture not in ("standard", "topk", "jumprelu"):
+    if context_size < 2:
+        raise ConfigError(f"--context-size must be >= 2, got {context_size}")
+    # every model-independent argument, named as typed, before the model is loaded or anything is touched
+    if architecture not in ARCHITECTURES:
         raise ConfigError(f"--architecture must be standard, topk or jumprelu, got {architecture!r}")
+    if hook not in RESID_KINDS:
+        raise ConfigError(f"--hook must be one of {', '.join(RESID_KINDS)}, got {hook!r}")
+    if expansion < 1:
+        raise ConfigError(f"--expansion must be >= 1 (d_sae = expansion x d_model), got {expansion}")
+    if training_tokens < 1:
+        raise ConfigError(f"--training-tokens must be >= 1, got {training_tokens}")
+    check_training_options(hook=hook, architecture=architecture, expansion=expansion, training_tokens=training_tokens)
+    layer_list = parse_layers(layers)
+    out_dir = Path(out).expanduser()
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise ConfigError(f"{out_dir} is not empty: pass --force to replace the SAEs of the layers you train")
     cfg = load_run_config(config, set_, model=model)
     model_obj = load_model(cfg.model, device=cfg.device, world_cfg=cfg.world)
+    layer_list = check_layers(model_obj.cfg.n_layers, layer_list or range(model_obj.cfg.n_layers))
     tokens = tokenize_corpus(model_obj, dataset, context_size)
-    layer_list = parse_layers(layers) or list(range(model_obj.cfg.n_layers))
-    bundle = train_saes(model_obj, layer_list, tokens, Path(out), hook=hook, architecture=architecture,
+    bundle = train_saes(model_obj, layer_list, tokens, out_dir, hook=hook, architecture=architecture,
                         expansion=expansion, training_tokens=training_tokens, seed=seed, progress=True, force=force)
-    console.print(f"trained {len(bundle)} SAEs into [bold]{out}[/]; use them with --sae-dir {out}")
+    console.print(quality_table(bundle.saved_quality(), bundle, escape(f"trained {len(bundle)} SAEs into {out}")))
+    console.print(escape(f"use them with --sae-dir {out}"), highlight=False)

@@ -13,6 +13,7 @@ failure being one :class:`~ghost_lens.errors.SAEError` line:
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ghost_lens.errors import SAEError
@@ -43,6 +44,7 @@ class SAEBundle(Mapping[int, "SAE"]):
         hook_names: layer -> hook name; default: each SAE's ``cfg.metadata.hook_name``.
         sae_ids: layer -> id of the SAE in its source (registry id, repo folder, local folder).
         release: the SAELens registry release, when the SAEs came from one (for Neuronpedia ids).
+        folder: the local folder the SAEs were read from (``sae_ids`` are then sub-folders of it).
     """
 
     def __init__(
@@ -52,10 +54,12 @@ class SAEBundle(Mapping[int, "SAE"]):
         hook_names: Mapping[int, str] | None = None,
         sae_ids: Mapping[int, str] | None = None,
         release: str | None = None,
+        folder: str | Path | None = None,
     ) -> None:
         self._saes: dict[int, SAE] = {int(k): saes[k] for k in sorted(saes)}
         self.source = source
         self.release = release
+        self.folder = Path(folder) if folder is not None else None
         names: dict[int, str] = {}
         for layer, sae in self._saes.items():
             name = (hook_names or {}).get(layer) or sae_hook_name(sae)
@@ -110,6 +114,16 @@ class SAEBundle(Mapping[int, "SAE"]):
 
         lookup = get_pretrained_saes_directory().get(self.release)
         return lookup.neuronpedia_id.get(self.sae_ids[layer]) if lookup is not None else None
+
+    def saved_quality(self) -> dict[int, dict[str, Any] | None]:
+        """Layer -> the ``quality.json`` saved beside the layer's SAE (``None`` where there is none)."""
+        from ghost_lens.saes.quality import load_quality
+
+        out: dict[int, dict[str, Any] | None] = {}
+        for layer in self._saes:
+            sae_id = self.sae_ids.get(layer)
+            out[layer] = load_quality(self.folder / sae_id) if self.folder is not None and sae_id else None
+        return out
 
     def to(self, device: str) -> SAEBundle:
         """Move every SAE to ``device`` (in place); returns ``self``."""

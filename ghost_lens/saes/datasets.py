@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,8 +42,12 @@ def _txt_docs(path: Path) -> Iterator[str]:
 
 
 def _jsonl_docs(path: Path, text_field: str) -> Iterator[str]:
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, start=1):
+    with path.open("rb") as f:
+        for i, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DatasetError(f"{path}:{i}: not UTF-8 text (byte {exc.start}); save the corpus as UTF-8") from None
             if not line.strip():
                 continue
             try:
@@ -98,6 +102,56 @@ def iter_documents(source: str | Path, text_field: str = TEXT_FIELD) -> Iterator
     return _hub_docs(str(source), text_field)
 
 
+def tokenize_documents(
+    model: HookedTransformer,
+    documents: Iterable[str],
+    context_size: int,
+    max_sequences: int | None = None,
+    *,
+    source: str = "the documents",
+    separate: bool = True,
+) -> Int[Tensor, "n_seq ctx"]:
+    """Token sequences ``[n_seq, context_size]`` of ``documents`` (strings), in the model's vocabulary.
+
+    Each document is tokenized without special tokens (text such as ``<|im_start|>`` still maps to its special
+    token); documents are concatenated, with BOS between them unless ``separate=False`` (chat-formatted documents
+    delimit themselves), and cut into rows, each opened by BOS (SAELens's ``concat_and_batch_sequences``).
+    ``source`` names the documents in error messages.
+    """
+    from sae_lens.tokenization_and_batching import concat_and_batch_sequences
+
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise DatasetError("the model has no tokenizer, so it cannot read a text corpus: pass token tensors")
+    if context_size < 2 or context_size > model.cfg.n_ctx:
+        raise DatasetError(
+            f"context_size must be in [2, {model.cfg.n_ctx}] (the model's n_ctx), got {context_size}"
+        )
+    if max_sequences is not None and max_sequences < 1:
+        raise DatasetError(f"max_sequences must be >= 1, got {max_sequences}")
+    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+    def token_stream() -> Iterator[Tensor]:
+        for doc in documents:
+            ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
+            if ids:
+                yield torch.tensor(ids, dtype=torch.long)
+
+    rows: list[Tensor] = []
+    for seq in concat_and_batch_sequences(
+        token_stream(), context_size, begin_batch_token_id=bos,
+        sequence_separator_token_id=bos if separate else None,
+    ):
+        rows.append(seq)
+        if max_sequences is not None and len(rows) >= max_sequences:
+            break
+    if not rows:
+        raise DatasetError(f"{source}: fewer than {context_size} tokens, nothing to train on")
+    tokens = torch.stack(rows)
+    logger.info("%s: %d sequences of %d tokens", source, tokens.shape[0], context_size)
+    return tokens
+
+
 def tokenize_corpus(
     model: HookedTransformer,
     source: str | Path,
@@ -115,36 +169,6 @@ def tokenize_corpus(
         max_sequences: stop after this many sequences (default: the whole corpus).
         text_field: the JSONL field / dataset column holding the text.
     """
-    from sae_lens.tokenization_and_batching import concat_and_batch_sequences
-
-    tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is None:
-        raise DatasetError("the model has no tokenizer, so it cannot read a text corpus: pass token tensors")
-    if context_size < 2 or context_size > model.cfg.n_ctx:
-        raise DatasetError(
-            f"context_size must be in [2, {model.cfg.n_ctx}] (the model's n_ctx), got {context_size}"
-        )
-    if max_sequences is not None and max_sequences < 1:
-        raise DatasetError(f"max_sequences must be >= 1, got {max_sequences}")
-    bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-
-    def token_stream() -> Iterator[Tensor]:
-        for doc in iter_documents(source, text_field):
-            ids = tokenizer(doc, add_special_tokens=False)["input_ids"]
-            if ids:
-                yield torch.tensor(ids, dtype=torch.long)
-
-    rows: list[Tensor] = []
-    for seq in concat_and_batch_sequences(
-        token_stream(), context_size, begin_batch_token_id=bos, sequence_separator_token_id=bos
-    ):
-        rows.append(seq)
-        if max_sequences is not None and len(rows) >= max_sequences:
-            break
-    if not rows:
-        raise DatasetError(
-            f"corpus {str(source)!r} holds fewer than {context_size} tokens: nothing to train on"
-        )
-    tokens = torch.stack(rows)
-    logger.info("corpus %s: %d sequences of %d tokens", source, tokens.shape[0], context_size)
-    return tokens
+    return tokenize_documents(
+        model, iter_documents(source, text_field), context_size, max_sequences, source=f"corpus {str(source)!r}"
+    )

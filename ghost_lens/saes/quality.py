@@ -1,18 +1,26 @@
-"""SAE quality on held-out tokens: fraction of variance unexplained, L0, dead features, MSE.
+"""SAE quality on held-out tokens: FVU, L0, dead features, MSE and CE loss recovered.
 
-For each batch of token sequences: run the model up to the deepest SAE's block (``run_with_cache`` with only the
-SAEs' hooks), encode each hook's activations with its SAE, decode, and accumulate
+For each batch of token sequences: run the model (``run_with_cache`` with only the SAEs' hooks; up to the deepest
+SAE's block when no CE loss is measured), encode each hook's activations with its SAE, decode, and accumulate
 
 - FVU = 1 - explained variance, with SAELens's own streaming :class:`sae_lens.evals.ExplainedVarianceCalculator`
   (``E||x - x_hat||^2 / (E||x||^2 - ||E x||^2)``, float64 sums): 0 for a perfect reconstruction, 1 for
   reconstructing every token as the mean;
 - MSE = mean over tokens of ``||x - x_hat||^2`` (summed over d_model, SAELens's training convention);
 - L0 = mean number of non-zero features per token;
-- dead fraction = share of features never active on any of the tokens.
+- dead fraction = share of features never active on any of the tokens;
+- CE loss recovered = ``(CE_zero - CE_sae) / (CE_zero - CE_clean)``: the next-token loss with the hook's
+  activation replaced by the SAE's reconstruction (``CE_sae``), by zeros (``CE_zero``, zero ablation) and left
+  alone (``CE_clean``); 1 means splicing the SAE in costs nothing, 0 means it is as bad as deleting the activation.
+  SAELens's ``run_evals`` reports the same quantity. A residual hook is spliced by rerunning only the blocks after
+  it from the replaced residual (``forward(start_at_layer=...)``); other hooks by a full forward with a hook
+  (:func:`spliced_loss_with_hook`, also the reference the fast path is tested against).
 
-SAELens's ``run_evals`` needs an ``ActivationsStore`` (a dataset pipeline); ghost-lens evaluates on a token tensor
-it already holds, so it reuses SAELens's calculator and computes the rest here. Results are saved as
-``quality.json`` beside the SAE's ``cfg.json``.
+With ``skip_first`` the first position of every row is left out of all measures (and out of the splice): it is
+where most LMs park attention (BOS), with a residual norm many times the others', and SAEs trained with
+``seqpos_slice=(1, None)`` never saw it. SAELens's ``run_evals`` needs an ``ActivationsStore`` (a dataset pipeline);
+ghost-lens evaluates on a token tensor it already holds, so it reuses SAELens's calculator and computes the rest
+here. Results are saved as ``quality.json`` beside the SAE's ``cfg.json``.
 """
 
 from __future__ import annotations
@@ -77,16 +85,100 @@ class QualityAccumulator:
         }
 
 
+class CELossAccumulator:
+    """Sums of per-token next-token losses: clean, zero-ablated and with the SAE spliced in (float64)."""
+
+    def __init__(self) -> None:
+        self.clean = self.zero = self.sae = 0.0
+        self.n_tokens = 0
+
+    def add(self, clean: Tensor, zero: Tensor, sae: Tensor) -> None:
+        self.clean += clean.double().sum().item()
+        self.zero += zero.double().sum().item()
+        self.sae += sae.double().sum().item()
+        self.n_tokens += clean.numel()
+
+    def result(self) -> dict[str, float | int | None]:
+        if self.n_tokens == 0:
+            return {}
+        clean, zero, sae = (v / self.n_tokens for v in (self.clean, self.zero, self.sae))
+        gap = zero - clean
+        return {
+            "ce_loss_clean": clean,
+            "ce_loss_zero_ablation": zero,
+            "ce_loss_with_sae": sae,
+            "ce_loss_recovered": (zero - sae) / gap if abs(gap) > 1e-9 else None,
+            "ce_tokens": self.n_tokens,
+        }
+
+
+def _splice_start(model: HookedTransformer, hook: str) -> int | None:
+    """The block a forward can restart at from ``hook``'s activation (a residual hook), else ``None``."""
+    if getattr(model.cfg, "positional_embedding_type", None) == "shortformer":
+        return None
+    try:
+        point = parse_hook_name(hook)
+    except ValueError:
+        return None
+    if point.kind == "resid_pre":
+        return point.layer
+    if point.kind == "resid_post":
+        return point.layer + 1
+    return None
+
+
+@torch.no_grad()
+def spliced_loss_with_hook(
+    model: HookedTransformer, hook: str, replacement: Float[Tensor, "batch pos d"], tokens: Int[Tensor, "batch pos"]
+) -> Float[Tensor, "batch pos_minus_1"]:
+    """Per-token loss of a full forward whose ``hook`` activation is replaced by ``replacement``."""
+
+    def replace(act: Tensor, hook: Any) -> Tensor:  # noqa: ARG001
+        return replacement.to(act.dtype).reshape(act.shape)
+
+    return model.run_with_hooks(
+        tokens, return_type="loss", loss_per_token=True, fwd_hooks=[(hook, replace)],
+        attention_mask=torch.ones_like(tokens),
+    )
+
+
+@torch.no_grad()
+def spliced_loss(
+    model: HookedTransformer, hook: str, replacement: Float[Tensor, "batch pos d"], tokens: Int[Tensor, "batch pos"]
+) -> Float[Tensor, "batch pos_minus_1"]:
+    """Per-token loss with ``hook``'s activation replaced: only the blocks after a residual hook are rerun."""
+    start = _splice_start(model, hook)
+    if start is None:
+        return spliced_loss_with_hook(model, hook, replacement, tokens)
+    return model(
+        replacement, start_at_layer=start, tokens=tokens, return_type="loss", loss_per_token=True,
+        attention_mask=torch.ones_like(tokens),
+    )
+
+
 @torch.no_grad()
 def saes_quality(
     model: HookedTransformer,
     saes: Mapping[str, SAE],
     tokens: Int[Tensor, "n_seq ctx"],
     batch_size: int = 8,
-) -> dict[str, dict[str, float | int]]:
-    """Quality of several SAEs (hook name -> SAE) on ``tokens`` with one forward pass per batch."""
+    *,
+    skip_first: bool = True,
+    ce_sequences: int | None = None,
+) -> dict[str, dict[str, float | int | None]]:
+    """Quality of several SAEs (hook name -> SAE) on ``tokens``, one model forward per batch for all of them.
+
+    ``skip_first`` leaves each row's first position out (see the module docstring). The CE loss recovered is
+    measured on the first ``ce_sequences`` rows (``None``: all rows, ``0``: not measured); it costs two partial
+    forwards per SAE and batch on top of the shared one.
+    """
     if tokens.ndim != 2 or tokens.shape[0] == 0:
         raise SAEError(f"SAE quality needs a [n_seq, ctx] token tensor, got shape {tuple(tokens.shape)}")
+    first = 1 if skip_first else 0
+    if tokens.shape[1] < first + 2:
+        raise SAEError(f"SAE quality needs rows of at least {first + 2} tokens, got {tokens.shape[1]}")
+    if batch_size < 1:
+        raise SAEError(f"batch_size must be >= 1, got {batch_size}")
     missing = [h for h in saes if h not in model.hook_dict]
     if missing:
         raise SAEError(f"the model has no hook {missing[0]!r}")
@@ -98,35 +190,58 @@ def saes_quality(
         stop_at = None
     names = list(saes)
     accs = {h: QualityAccumulator(int(sae.cfg.d_sae)) for h, sae in saes.items()}
+    ces = {h: CELossAccumulator() for h in saes}
     device = model.cfg.device
-    for start in range(0, tokens.shape[0], batch_size):
-        batch = tokens[start : start + batch_size].to(device)
-        _, cache = model.run_with_cache(batch, names_filter=names, stop_at_layer=stop_at)
+    n = tokens.shape[0]
+    n_ce = n if ce_sequences is None else max(0, min(int(ce_sequences), n))
+    ranges = [(s, min(s + batch_size, n_ce)) for s in range(0, n_ce, batch_size)]
+    ranges += [(s, min(s + batch_size, n)) for s in range(n_ce, n, batch_size)]
+    for lo, hi in ranges:
+        batch = tokens[lo:hi].to(device)
+        with_ce = lo < n_ce
+        if with_ce:
+            clean, cache = model.run_with_cache(
+                batch, names_filter=names, return_type="loss", loss_per_token=True,
+                attention_mask=torch.ones_like(batch),
+            )
+        else:
+            _, cache = model.run_with_cache(batch, names_filter=names, stop_at_layer=stop_at)
         for h, sae in saes.items():
-            x = cache[h].reshape(-1, cache[h].shape[-1])  # [batch*pos, d_model]
-            acts = sae.encode(x.to(sae.device, sae.dtype))
-            x_hat = sae.decode(acts).to(x.device)
-            accs[h].add(x, x_hat, acts)
-    return {h: acc.result() for h, acc in accs.items()}
+            act = cache[h]  # [batch, pos, d]
+            x = act[:, first:].reshape(-1, act.shape[-1])  # [batch*(pos-first), d]
+            feats = sae.encode(x.to(sae.device, sae.dtype))
+            x_hat = sae.decode(feats).to(x.device, x.dtype)
+            accs[h].add(x, x_hat, feats)
+            if with_ce:
+                with_sae, zeroed = act.clone(), act.clone()
+                with_sae[:, first:] = x_hat.reshape(act[:, first:].shape)
+                zeroed[:, first:] = 0.0
+                ces[h].add(  # loss at position p predicts p+1 from positions <= p: those before `first` are equal
+                    clean[:, first:],
+                    spliced_loss(model, h, zeroed, batch)[:, first:],
+                    spliced_loss(model, h, with_sae, batch)[:, first:],
+                )
+    return {h: {**acc.result(), **ces[h].result()} for h, acc in accs.items()}
 
 
 def sae_quality(
-    model: HookedTransformer, sae: SAE, tokens: Int[Tensor, "n_seq ctx"], batch_size: int = 8
-) -> dict[str, float | int]:
-    """FVU, L0, dead-feature fraction, MSE and token count of one SAE on ``tokens`` (see the module docstring)."""
+    model: HookedTransformer, sae: SAE, tokens: Int[Tensor, "n_seq ctx"], batch_size: int = 8, **kwargs: Any
+) -> dict[str, float | int | None]:
+    """FVU, L0, dead-feature fraction, MSE, CE loss recovered of one SAE on ``tokens`` (see :func:`saes_quality`)."""
     from ghost_lens.saes.bundle import sae_hook_name
 
     hook = sae_hook_name(sae)
     if hook is None:
         raise SAEError("the SAE has no hook name in its cfg metadata")
-    return saes_quality(model, {hook: sae}, tokens, batch_size)[hook]
+    return saes_quality(model, {hook: sae}, tokens, batch_size, **kwargs)[hook]
 
 
 def bundle_quality(
-    model: HookedTransformer, bundle: SAEBundle, tokens: Int[Tensor, "n_seq ctx"], batch_size: int = 8
-) -> dict[int, dict[str, float | int]]:
+    model: HookedTransformer, bundle: SAEBundle, tokens: Int[Tensor, "n_seq ctx"], batch_size: int = 8,
+    **kwargs: Any,
+) -> dict[int, dict[str, float | int | None]]:
     """Layer -> :func:`sae_quality` for every SAE of ``bundle`` (one forward pass per batch for all layers)."""
-    by_hook = saes_quality(model, {bundle.hook_names[L]: bundle[L] for L in bundle}, tokens, batch_size)
+    by_hook = saes_quality(model, {bundle.hook_names[L]: bundle[L] for L in bundle}, tokens, batch_size, **kwargs)
     return {L: by_hook[bundle.hook_names[L]] for L in bundle}
 
 

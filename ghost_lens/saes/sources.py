@@ -3,7 +3,9 @@
 :func:`load_bundle` resolves one source to an :class:`~ghost_lens.saes.bundle.SAEBundle` and validates it against
 the model. SAEs are always loaded by SAELens itself (``SAE.from_pretrained`` / ``SAE.load_from_disk``).
 
-1. ``toy-facts-res``: the toy-facts world's SAEs (``get_world(world_cfg).sae_dir``, a local folder).
+1. A built-in bundle (:data:`BUILTIN_RELEASES`, each model's default source when no release or folder is given):
+   ``toy-facts-res``, the toy-facts world's SAEs (``get_world(world_cfg).sae_dir``), and ``smollm2-135m-res``,
+   trained for SmolLM2-135M on first use and cached (:mod:`ghost_lens.saes.builtin`).
 2. A SAELens registry release (``gpt2-small-res-jb``): its SAE ids are grouped by layer (the layer is read from a
    ``blocks.{L}.hook_*`` or ``layer_{L}`` part of the id). Where a release has several SAEs per layer the most common
    hook kind is kept; if that still leaves a choice, ``id_template`` (``"layer_{layer}/width_16k/canonical"``)
@@ -42,6 +44,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TOY_RELEASE = "toy-facts-res"
+SMOLLM2_RELEASE = "smollm2-135m-res"
+BUILTIN_RELEASES: dict[str, str] = {"toy-facts": TOY_RELEASE, "smollm2-135m": SMOLLM2_RELEASE}
+"""Model name -> its built-in SAE bundle, the default SAE source of that model."""
 _HOOK_IN_TEXT = re.compile(r"blocks\.(\d+)\.hook_([a-z]+(?:_[a-z]+)?)")
 _LAYER_IN_TEXT = (
     re.compile(r"(?:^|[^a-z])layers?[_\-.]?(\d+)", re.IGNORECASE),
@@ -51,6 +56,24 @@ _LAYER_IN_TEXT = (
 _WIDTH_IN_TEXT = re.compile(
     r"(?:^|[^a-z0-9])(?:width[_\-]?|w)?(\d+(?:\.\d+)?[km])(?=$|[^a-z0-9])", re.IGNORECASE
 )
+
+
+def builtin_release(model_name: str | None) -> str | None:
+    """The built-in SAE bundle of ``model_name`` (``toy-facts`` -> ``toy-facts-res`` ...), or ``None``."""
+    return BUILTIN_RELEASES.get((model_name or "").lower())
+
+
+def default_release(model_name: str | None) -> str:
+    """The SAE source used when none is given: the model's built-in bundle, else one :class:`SAEError` line."""
+    release = builtin_release(model_name)
+    if release is None:
+        name = model_name or "<model>"
+        raise SAEError(
+            f"model {name!r} has no built-in SAE bundle: pass --sae-release (a SAELens release, see "
+            f"`ghost-lens saes list --model {name}`, or a Hugging Face repo id) or --sae-dir (a folder of SAELens "
+            f"SAEs, e.g. from `ghost-lens train-saes`)"
+        )
+    return release
 
 
 def no_release_hint(model_name: str | None, some: bool = False) -> str:
@@ -124,7 +147,22 @@ def list_releases(model: str | None = None) -> list[dict[str, Any]]:
                 "n_saes": world.n_layers,
             }
         )
-    if key == "toy-facts":
+    if key is None or key == "smollm2-135m":
+        from ghost_lens.saes.builtin import SPECS
+
+        spec = SPECS[SMOLLM2_RELEASE]
+        rows.append(
+            {
+                "release": SMOLLM2_RELEASE,
+                "model": spec.model,
+                "repo": "(built locally by ghost-lens on first use)",
+                "hooks": [spec.hook],
+                "layers": list(spec.layers),
+                "widths": [str(spec.d_model * spec.expansion)],
+                "n_saes": len(spec.layers),
+            }
+        )
+    if key in BUILTIN_RELEASES:
         return rows
     for release, lookup in sorted(_release_directory().items()):
         if key is not None and _model_key(lookup.model) != key:
@@ -322,7 +360,7 @@ def _from_folder(
                     f"blocks.{layer}.hook_<kind> (e.g. blocks.{layer}.hook_resid_post)"
                 )
             sae.cfg.metadata.hook_name = m.group(0)
-    return SAEBundle(saes, source=source, sae_ids=ids)
+    return SAEBundle(saes, source=source, sae_ids=ids, folder=folder)
 
 
 def _from_release(
@@ -395,7 +433,7 @@ def _from_repo(
 
 
 def _unknown_release(release: str) -> SAEError:
-    names = [TOY_RELEASE, *_release_directory()]
+    names = [*BUILTIN_RELEASES.values(), *_release_directory()]
     close = difflib.get_close_matches(release, names, n=4, cutoff=0.5)
     hint = f"; close: {', '.join(close)}" if close else ""
     return SAEError(
@@ -414,18 +452,24 @@ def load_bundle(
     device: str = "cpu",
     world_cfg: WorldConfig | None = None,
     validate: bool = True,
+    model_name: str | None = None,
+    progress: bool = True,
 ) -> SAEBundle:
     """Load one SAE per layer from ``sae_dir`` (wins) or ``release`` and check them against ``model``.
 
     Args:
         model: the model the SAEs will read (its depth bounds the default layers; validation uses it).
-        release: ``toy-facts-res``, a SAELens registry release, a Hugging Face repo id (``org/name``) or a path.
+        release: a built-in bundle (``toy-facts-res``, ``smollm2-135m-res``), a SAELens registry release, a
+            Hugging Face repo id (``org/name``) or a path; ``None`` (and no ``sae_dir``): the model's built-in
+            bundle (:func:`default_release`).
         sae_dir: a local folder of SAELens-saved SAEs (one sub-folder per layer).
         id_template: SAE id with ``{layer}`` where a source has several SAEs per layer.
         layers: layers to load (default: every layer the source covers within the model's depth).
         device: torch device of the SAEs.
         world_cfg: the toy world's config (``toy-facts-res`` only).
         validate: run :meth:`SAEBundle.validate` (d_in, hooks, layers, one hook kind).
+        model_name: the model's name for the default source (default: ``model.cfg.model_name``).
+        progress: show a progress bar while a built-in bundle is built on first use.
     """
     if id_template is not None:
         check_template(id_template)
@@ -433,10 +477,10 @@ def load_bundle(
     if sae_dir is not None:
         path = Path(sae_dir).expanduser()
         bundle = _from_folder(model, path, source=f"folder {path}", **kwargs)
-    elif release is None:
-        name = getattr(model.cfg, "model_name", "the model")
-        raise SAEError(f"no SAEs given (release, repo or folder); {no_release_hint(name)}")
-    elif release == TOY_RELEASE:
+        return _validated(bundle, model, layers, validate)
+    if release is None:
+        release = default_release(model_name or getattr(model.cfg, "model_name", None))
+    if release == TOY_RELEASE:
         from ghost_lens.toy.world import get_world
 
         world = get_world(world_cfg)
@@ -444,6 +488,11 @@ def load_bundle(
         bundle = _from_folder(
             model, Path(world.sae_dir), source=f"{TOY_RELEASE} (world seed {seed})", **kwargs
         )
+    elif release == SMOLLM2_RELEASE:
+        from ghost_lens.saes.builtin import get_builtin_bundle
+
+        folder = get_builtin_bundle(release, model, progress=progress)
+        bundle = _from_folder(model, folder, source=release, **kwargs)
     elif release in _release_directory():
         bundle = _from_release(model, release, **kwargs)
     elif Path(release).expanduser().is_dir():
@@ -453,6 +502,10 @@ def load_bundle(
         bundle = _from_repo(model, release, **kwargs)
     else:
         raise _unknown_release(release)
+    return _validated(bundle, model, layers, validate)
+
+
+def _validated(bundle: SAEBundle, model: HookedTransformer, layers: Sequence[int] | None, validate: bool) -> SAEBundle:
     if validate:
         bundle.validate(model, layers)
     logger.info("loaded %r", bundle)

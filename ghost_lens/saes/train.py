@@ -1,13 +1,21 @@
-"""Train one SAE on one hook of any HookedTransformer, through SAELens's ``LanguageModelSAETrainingRunner``.
+"""Train SAEs on hooks of any HookedTransformer through SAELens's training runners.
 
-Steps:
-1. read the hook's width from one short forward (``d_in``; a per-head hook is flattened, as SAELens does);
-2. build a ``LanguageModelSAERunnerConfig`` (no W&B, no checkpoints, no output folder, quiet) whose activation
-   buffer holds at least two training batches (SAELens raises "Buffer size must be greater than or equal to batch
-   size" otherwise);
+Two entry points, both SAELens end to end (ghost-lens writes no training loop):
+
+- :func:`train_sae`: one SAE on one hook with ``LanguageModelSAETrainingRunner`` (one model forward per batch for
+  this SAE; the toy world trains its per-layer SAEs this way);
+- :func:`train_saes_multi`: one SAE per hook, all trained together by ``MultiSAETrainingRunner`` from ONE model
+  forward per batch whatever the number of hooks (each SAE keeps its own optimizer, schedule and activation
+  scaler inside SAELens).
+
+Steps (both):
+1. read each hook's width from one short forward (``d_in``; a per-head hook is flattened, as SAELens does);
+2. build the runner config (no W&B, no checkpoints, no output folder, quiet) whose activation buffer holds at least
+   two training batches (SAELens raises "Buffer size must be greater than or equal to batch size" otherwise);
 3. run the runner with the model and the token tensor injected (``override_model`` / ``override_dataset``), with
-   SAELens's tqdm bars routed to ``progress`` (or silenced);
-4. hand back an inference ``SAE``: the runner's ``TrainingSAE`` saved with ``save_inference_model`` and re-read with
+   SAELens's tqdm bars routed to ``progress`` (or silenced) and the signal handlers SAELens installs restored after
+   it (its SIGINT handler becomes a ``KeyboardInterrupt`` again);
+4. hand back inference ``SAE``s: each ``TrainingSAE`` saved with ``save_inference_model`` and re-read with
    ``SAE.load_from_disk``, exactly what a saved SAE folder gives.
 """
 
@@ -16,9 +24,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import tempfile
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,7 +37,7 @@ from ghost_lens.errors import SAEError
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]
-"""Called as ``progress(tokens_done, tokens_total)`` while an SAE trains."""
+"""Called as ``progress(tokens_done, tokens_total)`` while SAEs train."""
 
 
 class _ProgressBar:
@@ -56,32 +65,50 @@ class _ProgressBar:
 
 @contextlib.contextmanager
 def _quiet_sae_lens(progress: Progress | None) -> Iterator[None]:
-    """Swap the tqdm used by SAELens's trainer and scaler, and mute its chatter (warnings, INFO logs)."""
-    from sae_lens.training import activation_scaler, sae_trainer
+    """Swap the tqdm used by SAELens's trainers and scaler, mute its chatter, and restore the signal handlers.
 
-    saved = sae_trainer.tqdm, activation_scaler.tqdm
+    SAELens's runners install SIGINT/SIGTERM handlers that raise its ``InterruptedException`` and never put the old
+    ones back; here they are restored afterwards and the exception becomes a ``KeyboardInterrupt`` again.
+    """
+    from sae_lens.training import activation_scaler, multi_sae_trainer, sae_trainer
+    from sae_lens.training._interruption import InterruptedException
+
+    saved = sae_trainer.tqdm, multi_sae_trainer.tqdm, activation_scaler.tqdm
     sae_logger = logging.getLogger("sae_lens")
     level = sae_logger.level
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     sae_trainer.tqdm = lambda *a, **k: _ProgressBar(*a, callback=progress, **k)  # type: ignore[assignment]
+    multi_sae_trainer.tqdm = lambda *a, **k: _ProgressBar(*a, **k)  # type: ignore[assignment]  # see _counted
     activation_scaler.tqdm = lambda *a, **k: _ProgressBar(*a, **k)  # type: ignore[assignment]
     sae_logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
+    except InterruptedException:
+        raise KeyboardInterrupt from None
     finally:
-        sae_trainer.tqdm, activation_scaler.tqdm = saved
+        sae_trainer.tqdm, multi_sae_trainer.tqdm, activation_scaler.tqdm = saved
         sae_logger.setLevel(level)
+        for sig, handler in handlers.items():
+            if handler is not None:
+                with contextlib.suppress(ValueError):  # not the main thread: SAELens could not install its own
+                    signal.signal(sig, handler)
+
+
+def hook_widths(model: Any, hook_names: Sequence[str], tokens: torch.Tensor) -> dict[str, int]:
+    """Width of each hook's activation (heads flattened), read from one forward on two short rows."""
+    missing = [h for h in hook_names if h not in model.hook_dict]
+    if missing:
+        raise SAEError(f"the model has no hook {missing[0]!r}")
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens[:2, :4], names_filter=list(hook_names), prepend_bos=False)
+    return {h: int(math.prod(cache[h].shape[2:])) for h in hook_names}
 
 
 def hook_width(model: Any, hook_name: str, tokens: torch.Tensor) -> int:
     """Width of ``hook_name``'s activation (heads flattened), read from a forward on two short rows."""
-    if hook_name not in model.hook_dict:
-        raise SAEError(f"the model has no hook {hook_name!r}")
-    with torch.no_grad():
-        _, cache = model.run_with_cache(tokens[:2, :4], names_filter=[hook_name], prepend_bos=False)
-    act = cache[hook_name]
-    return int(math.prod(act.shape[2:]))
+    return hook_widths(model, [hook_name], tokens)[hook_name]
 
 
 def _sae_config(architecture: str, d_in: int, d_sae: int, k: int, l1_coefficient: float) -> Any:
@@ -95,6 +122,34 @@ def _sae_config(architecture: str, d_in: int, d_sae: int, k: int, l1_coefficient
     if architecture == "jumprelu":
         return JumpReLUTrainingSAEConfig(l0_coefficient=l1_coefficient, **common)
     raise SAEError(f"unknown SAE architecture {architecture!r}: use standard, topk or jumprelu")
+
+
+def _token_dataset(tokens: torch.Tensor, context_size: int) -> Any:
+    """The token rows as an iterable ``datasets`` dataset (SAELens then reads plain lists, ~10x faster per row)."""
+    import datasets
+
+    rows = tokens[:, :context_size].to(torch.int64).tolist()
+    return datasets.Dataset.from_dict({"input_ids": rows}).to_iterable_dataset()
+
+
+def _check_tokens(tokens: torch.Tensor, context_size: int | None) -> int:
+    if tokens.ndim != 2 or tokens.shape[0] < 1:
+        raise SAEError(f"SAE training tokens must be [n_seq, ctx], got shape {tuple(tokens.shape)}")
+    context_size = int(context_size or tokens.shape[1])
+    if context_size > tokens.shape[1]:
+        raise SAEError(f"context_size {context_size} is longer than the token rows ({tokens.shape[1]})")
+    return context_size
+
+
+def _inference_sae(trained: Any, hook_name: str, model_name: str, device: str) -> Any:
+    from sae_lens import SAE
+
+    with tempfile.TemporaryDirectory(prefix="ghost-lens-sae-") as tmp:
+        trained.save_inference_model(tmp)
+        sae = SAE.load_from_disk(tmp, device=device)
+    sae.cfg.metadata.hook_name = hook_name
+    sae.cfg.metadata.model_name = model_name
+    return sae.eval()
 
 
 def train_sae(
@@ -123,14 +178,9 @@ def train_sae(
     the L0 coefficient of a JumpReLU one; ``k`` applies to TopK. ``exclude_token_ids`` (e.g. padding) are left out
     of training. Returns an inference ``sae_lens.SAE`` whose ``cfg.metadata`` names the hook and the model.
     """
-    import datasets
-    from sae_lens import SAE, LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
+    from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
 
-    if tokens.ndim != 2 or tokens.shape[0] < 1:
-        raise SAEError(f"SAE training tokens must be [n_seq, ctx], got shape {tuple(tokens.shape)}")
-    context_size = int(context_size or tokens.shape[1])
-    if context_size > tokens.shape[1]:
-        raise SAEError(f"context_size {context_size} is longer than the token rows ({tokens.shape[1]})")
+    context_size = _check_tokens(tokens, context_size)
     d_in = hook_width(model, hook_name, tokens)
     train_batch_size_tokens = min(train_batch_size_tokens, training_tokens)
     store_batch = max(1, min(256, 4096 // context_size, tokens.shape[0]))  # ~4k tokens per model forward
@@ -159,9 +209,7 @@ def train_sae(
         exclude_special_tokens=list(exclude_token_ids) if exclude_token_ids else False,
         model_from_pretrained_kwargs={},  # the model is injected; SAELens's default would warn on every load
     )
-    # iterable: SAELens then reads plain lists, ~10x faster per row than a torch-formatted Dataset
-    rows = tokens[:, :context_size].to(torch.int64).tolist()
-    dataset = datasets.Dataset.from_dict({"input_ids": rows}).to_iterable_dataset()
+    dataset = _token_dataset(tokens, context_size)
     logger.info("training a %s SAE (d_sae %d) on %s for %d tokens", architecture, expansion * d_in, hook_name,
                 training_tokens)
     was_training = model.training
@@ -170,9 +218,105 @@ def train_sae(
         runner = LanguageModelSAETrainingRunner(runner_cfg, override_model=model, override_dataset=dataset)
         trained = runner.run()
     model.train(was_training)
-    with tempfile.TemporaryDirectory(prefix="ghost-lens-sae-") as tmp:
-        trained.save_inference_model(tmp)
-        sae = SAE.load_from_disk(tmp, device=device)
-    sae.cfg.metadata.hook_name = hook_name
-    sae.cfg.metadata.model_name = runner_cfg.model_name
-    return sae.eval()
+    return _inference_sae(trained, hook_name, runner_cfg.model_name, device)
+
+
+def _counted(loader: Iterator[Mapping[str, torch.Tensor]], n_skip: int, batch_tokens: int, total: int,
+             progress: Progress) -> Iterator[Mapping[str, torch.Tensor]]:
+    """Pass SAELens's multi-hook batches through, reporting tokens trained on (after the norm-estimate batches).
+
+    SAELens's own multi-SAE bar moves only every 100 steps; counting the batches it draws is exact.
+    """
+    for i, batch in enumerate(loader):
+        if i >= n_skip:
+            progress(min(total, (i - n_skip + 1) * batch_tokens), total)
+        yield batch
+
+
+def train_saes_multi(
+    model: Any,
+    hook_names: Sequence[str],
+    tokens: torch.Tensor,
+    *,
+    architecture: str = "topk",
+    expansion: int = 4,
+    training_tokens: int,
+    k: int = 16,
+    l1_coefficient: float = 5.0,
+    lr: float = 1e-3,
+    seed: int = 0,
+    context_size: int | None = None,
+    device: str = "cpu",
+    progress: Progress | None = None,
+    train_batch_size_tokens: int = 1024,
+    exclude_token_ids: list[int] | None = None,
+    model_name: str | None = None,
+    seqpos_slice: tuple[int | None, ...] = (None,),
+    lr_warm_up_steps: int | None = None,
+    lr_decay_steps: int = 0,
+    n_batches_for_norm_estimate: int = 4,
+) -> dict[str, Any]:
+    """Train one SAE per hook of ``hook_names`` together with SAELens's ``MultiSAETrainingRunner``.
+
+    One model forward per batch of token rows feeds every SAE (the per-hook cost is only the SAE's own step).
+    Arguments as :func:`train_sae`, and: ``seqpos_slice`` keeps only those positions of each row for training
+    (``(1, None)`` leaves out the first, whose residual norm is many times the others' in most LMs);
+    ``lr_warm_up_steps`` (default: a tenth of the steps, at most 50) and ``lr_decay_steps`` (a linear decay to
+    ``lr / 10`` over the last steps) shape the learning rate. Returns hook name -> inference ``sae_lens.SAE``.
+    """
+    from sae_lens import LoggingConfig, MultiSAETrainingRunner, MultiSAETrainingRunnerConfig
+
+    names = list(dict.fromkeys(hook_names))
+    if not names:
+        raise SAEError("no hooks to train SAEs on")
+    context_size = _check_tokens(tokens, context_size)
+    widths = hook_widths(model, names, tokens)
+    train_batch_size_tokens = min(train_batch_size_tokens, training_tokens)
+    training_context = len(range(context_size)[slice(*seqpos_slice)])
+    if training_context < 1:
+        raise SAEError(f"seqpos_slice {seqpos_slice} leaves no position of a {context_size}-token row")
+    store_batch = max(1, min(256, 4096 // context_size, tokens.shape[0]))  # ~4k tokens per model forward
+    steps = max(1, training_tokens // train_batch_size_tokens)
+    warm_up = lr_warm_up_steps if lr_warm_up_steps is not None else min(50, max(1, steps // 10))
+    model_name = model_name or getattr(model.cfg, "model_name", None) or "custom"
+    runner_cfg = MultiSAETrainingRunnerConfig(
+        saes={h: _sae_config(architecture, widths[h], expansion * widths[h], k, l1_coefficient) for h in names},
+        hook_names={h: h for h in names},
+        model_name=model_name,
+        dataset_path="ghost-lens-tokens",
+        streaming=False,
+        context_size=context_size,
+        training_tokens=training_tokens,
+        train_batch_size_tokens=train_batch_size_tokens,
+        store_batch_size_prompts=store_batch,
+        n_batches_in_buffer=max(4, math.ceil(2 * train_batch_size_tokens / training_context)),
+        n_batches_for_norm_estimate=n_batches_for_norm_estimate,
+        n_eval_batches=1,
+        seqpos_slice=seqpos_slice,
+        lr=lr,
+        lr_warm_up_steps=warm_up,
+        lr_decay_steps=min(lr_decay_steps, max(0, steps - warm_up)),
+        seed=seed,
+        device=device,
+        logger=LoggingConfig(log_to_wandb=False),
+        checkpoint_path=None,
+        output_path=None,
+        exclude_special_tokens=list(exclude_token_ids) if exclude_token_ids else False,
+        model_from_pretrained_kwargs={},  # the model is injected
+    )
+    dataset = _token_dataset(tokens, context_size)
+    logger.info("training %d %s SAEs (x%d) on %s for %d tokens from one forward per batch", len(names),
+                architecture, expansion, ", ".join(names), training_tokens)
+    was_training = model.training
+    with torch.random.fork_rng(devices=[]), _quiet_sae_lens(None):
+        torch.manual_seed(seed)  # SAE initialisation and the activation buffer's shuffling
+        runner = MultiSAETrainingRunner(runner_cfg, override_model=model, override_dataset=dataset)
+        if progress is not None:
+            store = runner.activations_store
+            loader = store.get_multi_hook_data_loader
+            store.get_multi_hook_data_loader = lambda: _counted(  # type: ignore[method-assign]
+                loader(), n_batches_for_norm_estimate, train_batch_size_tokens, training_tokens, progress
+            )
+        trained = runner.run()
+    model.train(was_training)
+    return {h: _inference_sae(trained[h], h, model_name, device) for h in names}

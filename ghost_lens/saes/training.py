@@ -1,9 +1,16 @@
 """Train one SAE per layer on a model's activations and save them as a loadable SAE folder.
 
-1. Split the token sequences: the last ``held_out_fraction`` (at least one sequence) is kept out of training.
-2. For each layer, :func:`ghost_lens.saes.train.train_sae` trains an SAE on ``blocks.{L}.hook_{hook}`` with SAELens.
-3. Each SAE is saved with ``sae.save_model(out_dir / hook_name)`` (SAELens's ``cfg.json`` + weights) beside a
-   ``quality.json`` measured on the held-out sequences (:mod:`ghost_lens.saes.quality`).
+1. Check every argument (layers, hook, architecture, expansion, token budget, held-out share, the output folder)
+   before anything is written (:func:`check_training_options`, :func:`check_layers`): a bad one is one :class:`~ghost_lens.errors.ConfigError` line.
+2. Split the token sequences: the last ``held_out_fraction`` (at least one sequence) is kept out of training.
+3. :func:`ghost_lens.saes.train.train_saes_multi` trains all layers' SAEs on ``blocks.{L}.hook_{hook}`` together
+   with SAELens's ``MultiSAETrainingRunner``: one model forward per batch whatever the number of layers.
+4. Each SAE is saved with ``sae.save_model`` (SAELens's ``cfg.json`` + weights) beside a ``quality.json`` measured on
+   the held-out sequences (:mod:`ghost_lens.saes.quality`: FVU, L0, dead features, CE loss recovered), all in a
+   temporary sibling folder of ``out_dir``.
+5. Only after every layer succeeded, each trained layer's folder is swapped into ``out_dir`` (the old one moved
+   aside, the new one renamed in, the old one deleted): a crash or Ctrl-C leaves the earlier SAEs as they were, and
+   layers that were not trained are never touched.
 
 The folder is then a source like any other: ``load_bundle(model, sae_dir=out_dir)`` / ``--sae-dir out_dir``.
 """
@@ -12,15 +19,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from jaxtyping import Int
 from torch import Tensor
 
-from ghost_lens.constants import SAE_CFG
 from ghost_lens.errors import ConfigError, RunFolderError
 from ghost_lens.hooks import RESID_KINDS, hook_name
 from ghost_lens.saes.bundle import SAEBundle
@@ -33,18 +41,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 Architecture = Literal["standard", "topk", "jumprelu"]
-
-
-def _prepare_out_dir(out_dir: Path, force: bool) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise RunFolderError(f"{out_dir} exists and is not a folder")
-    if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not force:
-            raise RunFolderError(f"{out_dir} is not empty: pass force=True (--force) to overwrite its SAEs")
-        # remove earlier SAE folders only, never unrelated files
-        for folder in sorted({cfg.parent for cfg in out_dir.rglob(SAE_CFG)} - {out_dir}):
-            shutil.rmtree(folder, ignore_errors=True)
-    out_dir.mkdir(parents=True, exist_ok=True)
+ARCHITECTURES = ("standard", "topk", "jumprelu")
 
 
 def split_held_out(tokens: Tensor, held_out_fraction: float) -> tuple[Tensor, Tensor]:
@@ -54,6 +51,73 @@ def split_held_out(tokens: Tensor, held_out_fraction: float) -> tuple[Tensor, Te
         return tokens, tokens[:0]
     n_held = min(n - 1, max(1, round(n * held_out_fraction)))
     return tokens[: n - n_held], tokens[n - n_held :]
+
+
+def check_training_options(
+    *,
+    hook: str = "resid_post",
+    architecture: str = "topk",
+    expansion: int = 1,
+    training_tokens: int = 1,
+    held_out_fraction: float = 0.0,
+    tokens_shape: tuple[int, ...] | None = None,
+    train_kwargs: Mapping[str, Any] | None = None,
+) -> None:
+    """Check the model-independent training arguments; a bad one raises a one-line ConfigError naming it."""
+    if hook not in RESID_KINDS:
+        raise ConfigError(f"hook must be one of {', '.join(RESID_KINDS)}, got {hook!r}")
+    if architecture not in ARCHITECTURES:
+        raise ConfigError(f"architecture must be standard, topk or jumprelu, got {architecture!r}")
+    if isinstance(expansion, bool) or not isinstance(expansion, int) or expansion < 1:
+        raise ConfigError(f"expansion (d_sae = expansion x d_model) must be an integer >= 1, got {expansion!r}")
+    if isinstance(training_tokens, bool) or not isinstance(training_tokens, int) or training_tokens < 1:
+        raise ConfigError(f"training tokens must be an integer >= 1, got {training_tokens!r}")
+    if not 0.0 <= held_out_fraction < 1.0:
+        raise ConfigError(f"held_out_fraction must be in [0, 1), got {held_out_fraction!r}")
+    if tokens_shape is not None and (len(tokens_shape) != 2 or tokens_shape[0] < 1 or tokens_shape[1] < 2):
+        raise ConfigError(f"tokens must be [n_seq >= 1, ctx >= 2], got shape {tuple(tokens_shape)}")
+    kw = dict(train_kwargs or {})
+    for key in ("k", "train_batch_size_tokens", "n_batches_for_norm_estimate"):
+        if key in kw and (not isinstance(kw[key], int) or isinstance(kw[key], bool) or kw[key] < 1):
+            raise ConfigError(f"{key} must be an integer >= 1, got {kw[key]!r}")
+    for key in ("lr", "l1_coefficient"):
+        if key in kw and not (isinstance(kw[key], int | float) and kw[key] > 0):
+            raise ConfigError(f"{key} must be > 0, got {kw[key]!r}")
+
+
+def check_layers(n_layers: int, layers: Sequence[int]) -> list[int]:
+    """``layers`` sorted and unique, or a one-line ConfigError unless they are a non-empty subset of the model's."""
+    layer_list = sorted(set(layers))
+    bad = [L for L in layer_list if not 0 <= L < n_layers]
+    if bad or not layer_list:
+        raise ConfigError(f"layers must be a non-empty subset of 0..{n_layers - 1}, got {list(layers)}")
+    return layer_list
+
+
+def _check_out_dir(out_dir: Path, force: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunFolderError(f"{out_dir} exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
+        raise RunFolderError(
+            f"{out_dir} is not empty: pass force=True (--force) to replace the SAEs of the layers you train"
+        )
+
+
+def swap_in(staging: Path, out_dir: Path, names: Sequence[str]) -> None:
+    """Move ``staging/<name>`` to ``out_dir/<name>`` for each name, replacing what was there (nothing else).
+
+    The old folder is renamed aside first and deleted only once the new one is in place.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-old-", dir=out_dir.parent))
+    try:
+        for name in names:
+            target = out_dir / name
+            if target.exists():
+                os.replace(target, trash / name)
+            os.replace(staging / name, target)
+    finally:
+        shutil.rmtree(trash, ignore_errors=True)
 
 
 def train_saes(
@@ -68,12 +132,16 @@ def train_saes(
     training_tokens: int = 1_000_000,
     seed: int = 0,
     held_out_fraction: float = 0.1,
+    held_out: Int[Tensor, "n_held ctx"] | None = None,
+    skip_first: bool = True,
+    ce_sequences: int | None = 32,
     force: bool = False,
     device: str = "cpu",
     progress: bool | Progress = True,
+    extra_quality: Mapping[str, Any] | None = None,
     **train_kwargs: Any,
 ) -> SAEBundle:
-    """Train, evaluate and save one SAE per layer; returns the bundle (its ``sae_ids`` are the folder names).
+    """Train (all layers from one forward per batch), evaluate and save one SAE per layer; returns the bundle.
 
     Args:
         model: the model whose activations the SAEs learn.
@@ -83,112 +151,97 @@ def train_saes(
         hook: residual hook kind read at each layer.
         architecture: ``standard`` (ReLU + L1), ``topk`` or ``jumprelu``.
         expansion: SAE width as a multiple of ``d_model``.
-        training_tokens: activation tokens seen per SAE.
-        seed: seeds every SAE (the same seed for each layer).
+        training_tokens: activation tokens every SAE is trained on (all SAEs see the same tokens).
+        seed: seeds the SAEs' initialisation and the activation buffer's shuffling.
         held_out_fraction: share of ``tokens`` rows kept out of training for ``quality.json``.
-        force: replace the SAE folders of a non-empty ``out_dir``.
+        held_out: the held-out rows themselves (then every row of ``tokens`` is trained on; the fraction is unused).
+        skip_first: leave each row's first position (BOS, an attention sink with an outsized norm) out of training
+            (SAELens ``seqpos_slice=(1, None)``) and out of the quality measures.
+        ce_sequences: held-out rows used for the CE loss recovered (``None``: all, ``0``: not measured).
+        force: replace the SAE folders of the trained layers in a non-empty ``out_dir`` (other files stay).
         device: training device.
-        progress: a rich progress bar over layers (``True``), an existing ``Progress`` to add to, or ``False``.
-        train_kwargs: passed on to :func:`ghost_lens.saes.train.train_sae` (``k``, ``l1_coefficient``, ``lr`` ...).
+        progress: a rich progress bar over training tokens (``True``), an existing ``Progress`` to add to, or
+            ``False``.
+        extra_quality: more keys for every ``quality.json`` (e.g. how the training text was made).
+        train_kwargs: passed on to :func:`ghost_lens.saes.train.train_saes_multi` (``k``, ``l1_coefficient``,
+            ``lr``, ``train_batch_size_tokens``, ``lr_decay_steps`` ...).
     """
-    from ghost_lens.saes.train import train_sae
+    from ghost_lens.saes.train import train_saes_multi
 
-    if hook not in RESID_KINDS:
-        raise ConfigError(f"hook must be one of {', '.join(RESID_KINDS)}, got {hook!r}")
-    layer_list = sorted(set(layers))
-    bad = [L for L in layer_list if not 0 <= L < model.cfg.n_layers]
-    if bad or not layer_list:
-        raise ConfigError(
-            f"layers must be a non-empty subset of 0..{model.cfg.n_layers - 1}, got {list(layers)}"
-        )
-    if tokens.ndim != 2:
-        raise ConfigError(f"tokens must be [n_seq, ctx], got shape {tuple(tokens.shape)}")
+    check_training_options(
+        hook=hook, architecture=architecture, expansion=expansion, training_tokens=training_tokens,
+        held_out_fraction=held_out_fraction, tokens_shape=tuple(tokens.shape), train_kwargs=train_kwargs,
+    )
+    layer_list = check_layers(model.cfg.n_layers, layers)
     out = Path(out_dir).expanduser()
-    _prepare_out_dir(out, force)
-    train_tokens, held_out = split_held_out(tokens, held_out_fraction)
+    _check_out_dir(out, force)
+    if held_out is not None:
+        if held_out.ndim != 2 or held_out.shape[0] < 1 or held_out.shape[1] < 2:
+            raise ConfigError(f"held-out tokens must be [n_seq >= 1, ctx >= 2], got shape {tuple(held_out.shape)}")
+        train_tokens = tokens
+    else:
+        train_tokens, held_out = split_held_out(tokens, held_out_fraction)
     if held_out.shape[0] == 0:
         logger.warning("no held-out sequences: quality.json is measured on the training tokens")
         held_out = tokens
+    names = {layer: hook_name(layer, hook) for layer in layer_list}
 
-    saes = {}
-    names: dict[int, str] = {}
-    with _layer_progress(progress, len(layer_list)) as bars:
-        for layer in layer_list:
-            name = hook_name(layer, hook)
-            logger.info("training %s SAE on %s (%d tokens)", architecture, name, training_tokens)
-            sae = train_sae(
-                model,
-                name,
-                train_tokens,
-                architecture=architecture,
-                expansion=expansion,
-                training_tokens=training_tokens,
-                seed=seed,
-                device=device,
-                progress=bars.start_layer(name),
-                **train_kwargs,
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-training-", dir=out.parent))
+    try:
+        with _token_progress(progress, training_tokens, len(layer_list)) as bar:
+            saes = train_saes_multi(
+                model, list(names.values()), train_tokens, architecture=architecture, expansion=expansion,
+                training_tokens=training_tokens, seed=seed, device=device, progress=bar,
+                seqpos_slice=(1, None) if skip_first else (None,), **train_kwargs,
             )
-            sae.eval()
-            folder = out / name
-            sae.save_model(folder)
-            quality = saes_quality(model, {name: sae}, held_out)[name]
-            quality.update(
-                {
-                    "architecture": architecture,
-                    "expansion": expansion,
-                    "training_tokens": training_tokens,
-                    "seed": seed,
-                    "held_out_sequences": int(held_out.shape[0]),
-                }
-            )
-            save_quality(folder, quality)
-            logger.info(
-                "%s: FVU %.3f, L0 %.1f, dead %.1f%%",
-                name,
-                quality["fvu"],
-                quality["l0"],
-                100 * quality["dead_fraction"],
-            )
-            saes[layer], names[layer] = sae, name
-            bars.advance()
-    return SAEBundle(saes, source=f"trained, folder {out}", hook_names=names, sae_ids=names)
+        qualities = saes_quality(model, saes, held_out, skip_first=skip_first, ce_sequences=ce_sequences)
+        for name in names.values():
+            sae = saes[name]
+            sae.save_model(staging / name)
+            quality = {
+                **qualities[name],
+                "architecture": architecture,
+                "expansion": expansion,
+                "training_tokens": training_tokens,
+                "trained_with": "MultiSAETrainingRunner",
+                "layers_trained_together": layer_list,
+                "skip_first_position": skip_first,
+                "seed": seed,
+                "held_out_sequences": int(held_out.shape[0]),
+                **(extra_quality or {}),
+            }
+            save_quality(staging / name, quality)
+            logger.info("%s: %s", name, format_quality(quality))
+        swap_in(staging, out, list(names.values()))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return SAEBundle({L: saes[n] for L, n in names.items()}, source=f"trained, folder {out}", hook_names=names,
+                     sae_ids=names, folder=out)
 
 
-class _Bars:
-    """A rich task over layers plus one over the current SAE's training tokens (or no-ops without a bar)."""
-
-    def __init__(self, bar: Progress | None, n_layers: int) -> None:
-        self.bar = bar
-        self.layers_task = bar.add_task("train SAEs", total=n_layers) if bar is not None else None
-        self.tokens_task = None
-
-    def start_layer(self, name: str) -> Callable[[int, int], None] | None:
-        """A ``progress(tokens_done, tokens_total)`` callback for :func:`train_sae` on hook ``name``."""
-        bar = self.bar
-        if bar is None:
-            return None
-        if self.tokens_task is not None:
-            bar.remove_task(self.tokens_task)
-        task = self.tokens_task = bar.add_task(f"  {name}", total=None)
-        return lambda done, total: bar.update(task, completed=done, total=total)
-
-    def advance(self) -> None:
-        if self.bar is not None and self.layers_task is not None:
-            self.bar.advance(self.layers_task)
+def format_quality(q: Mapping[str, Any]) -> str:
+    """``FVU 0.123, L0 32.0, dead 1.2%, CE recovered 0.95`` (CE part only when measured)."""
+    text = f"FVU {q['fvu']:.3f}, L0 {q['l0']:.1f}, dead {100 * q['dead_fraction']:.1f}%"
+    if q.get("ce_loss_recovered") is not None:
+        text += f", CE recovered {q['ce_loss_recovered']:.3f}"
+    return text
 
 
 @contextlib.contextmanager
-def _layer_progress(progress: bool | Progress, n_layers: int) -> Iterator[_Bars]:
-    """Bars added to a given ``Progress``, to a new transient one (``True``), or none (``False``)."""
+def _token_progress(progress: bool | Progress, total: int, n_saes: int) -> Iterator[Callable[[int, int], None] | None]:
+    """A ``progress(done, total)`` callback on a rich task (a new transient bar, a given ``Progress``, or none)."""
     from rich.progress import Progress
 
     if progress is False:
-        yield _Bars(None, n_layers)
-    elif isinstance(progress, Progress):
-        bars = _Bars(progress, n_layers)
-        yield bars
-        if bars.tokens_task is not None:
-            progress.remove_task(bars.tokens_task)
+        yield None
+        return
+    label = f"train {n_saes} SAE{'s' if n_saes != 1 else ''} (one forward per batch)"
+    if isinstance(progress, Progress):
+        task = progress.add_task(label, total=total)
+        yield lambda done, tot: progress.update(task, completed=done, total=tot)
+        progress.remove_task(task)
     else:
         with Progress(transient=True) as bar:
-            yield _Bars(bar, n_layers)
+            task = bar.add_task(label, total=total)
+            yield lambda done, tot: bar.update(task, completed=done, total=tot)

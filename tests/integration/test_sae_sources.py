@@ -230,7 +230,7 @@ def test_unknown_release_and_missing_sources(model, tmp_path):
     ) as info:
         load_bundle(model, release="gpt2-small-res-jbb")
     one_line_error(info)
-    with pytest.raises(SAEError, match="no SAEs given.*train-saes"):
+    with pytest.raises(SAEError, match="has no built-in SAE bundle: pass --sae-release.*--sae-dir.*train-saes"):
         load_bundle(model)
     with pytest.raises(SAEError, match="SAE folder not found"):
         load_bundle(model, sae_dir=tmp_path / "nope")

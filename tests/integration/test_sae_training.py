@@ -99,9 +99,18 @@ def test_train_saes_saves_a_loadable_folder(tiny, tmp_path):
         folder = out / f"blocks.{layer}.hook_resid_post"
         quality = load_quality(folder)
         assert (folder / SAE_QUALITY).is_file() and quality is not None
-        assert quality["n_tokens"] == 6 * 16  # the held-out 10% of the rows
+        assert quality["n_tokens"] == 6 * 15  # the held-out 10% of the rows, first position left out
         assert quality["fvu"] < 0.5 and quality["l0"] == pytest.approx(16, abs=0.5)  # TopK, k=16
         assert quality["architecture"] == "topk" and quality["training_tokens"] == 20_000
+        assert quality["trained_with"] == "MultiSAETrainingRunner" and quality["layers_trained_together"] == [0, 1]
+        assert quality["ce_tokens"] == 6 * 14  # next-token losses of positions 1..14
+        assert quality["ce_loss_zero_ablation"] != quality["ce_loss_clean"]
+        assert quality["ce_loss_recovered"] == pytest.approx(
+            (quality["ce_loss_zero_ablation"] - quality["ce_loss_with_sae"])
+            / (quality["ce_loss_zero_ablation"] - quality["ce_loss_clean"])
+        )
+    assert bundle.saved_quality()[1] == load_quality(out / "blocks.1.hook_resid_post")
+    assert [p.name for p in tmp_path.iterdir()] == ["saes"]  # no temporary folder left beside it
 
     loaded = load_bundle(tiny, sae_dir=out)
     assert loaded.sae_ids == bundle.sae_ids
@@ -111,6 +120,7 @@ def test_train_saes_saves_a_loadable_folder(tiny, tmp_path):
     with pytest.raises(RunFolderError, match="is not empty"):
         train_saes(tiny, [0], tokens, out, training_tokens=1024, progress=False)
     (out / "keep.txt").write_text("unrelated")
+    layer0 = (out / "blocks.0.hook_resid_post" / "sae_weights.safetensors").read_bytes()
     from rich.progress import Progress
 
     with Progress(disable=True) as bar:
@@ -126,13 +136,120 @@ def test_train_saes_saves_a_loadable_folder(tiny, tmp_path):
             architecture="standard",
         )
     assert again.layers == [1] and (out / "keep.txt").is_file()
-    assert not (out / "blocks.0.hook_resid_post").exists()  # earlier SAE folders replaced, other files kept
-    assert load_bundle(tiny, sae_dir=out).layers == [1]
+    # only the trained layer is swapped in; the other layer's SAE is untouched
+    assert (out / "blocks.0.hook_resid_post" / "sae_weights.safetensors").read_bytes() == layer0
+    assert load_quality(out / "blocks.1.hook_resid_post")["architecture"] == "standard"
+    assert load_bundle(tiny, sae_dir=out).layers == [0, 1]
+
+
+def _forward_counter(model):
+    """Record the token batch of every full model forward (``model(tokens, ...)``, as SAELens's store calls it)."""
+    seen: list[bytes] = []
+
+    def pre_hook(module, args, kwargs):
+        inp = args[0] if args else kwargs.get("input")
+        if isinstance(inp, torch.Tensor) and inp.dtype == torch.long:
+            seen.append(inp.numpy().tobytes())
+
+    handle = model.register_forward_pre_hook(pre_hook, with_kwargs=True)
+    return seen, handle
+
+
+@pytest.mark.parametrize("n_layers", [1, 4])
+def test_multi_runner_one_forward_per_batch_whatever_the_layers(n_layers):
+    from ghost_lens.saes.train import train_sae, train_saes_multi
+
+    model = tiny_model(n_layers=4, d_model=16, model_name="tiny4")
+    # 2000 rows: the runner draws 256-row batches (4096 tokens per forward), all distinct within one epoch
+    tokens = torch.randint(0, 50, (2000, 16), generator=torch.Generator().manual_seed(1))
+    hooks = [f"blocks.{L}.hook_resid_post" for L in range(n_layers)]
+    kwargs = dict(expansion=2, training_tokens=16_384, train_batch_size_tokens=512, k=4, seed=0)
+
+    seen, handle = _forward_counter(model)
+    try:
+        saes = train_saes_multi(model, hooks, tokens, **kwargs)
+    finally:
+        handle.remove()
+    batches = [b for b in seen if len(b) > 2 * 4 * 8]  # drop the one width probe on two 4-token rows
+    assert sorted(saes) == hooks
+    assert len(batches) > 3 and len(batches) == len(set(batches))  # each token batch ran through the model once
+
+    seen, handle = _forward_counter(model)
+    try:
+        for h in hooks:  # the per-layer path: one LanguageModelSAETrainingRunner per layer
+            train_sae(model, h, tokens, **kwargs)
+    finally:
+        handle.remove()
+    per_layer = [b for b in seen if len(b) > 2 * 4 * 8]
+    assert len(per_layer) == n_layers * len(batches)  # the same batches, once per layer
+    assert len(set(per_layer)) == len(set(batches))
+
+
+def test_interrupted_training_leaves_the_old_saes(tiny, tmp_path, monkeypatch):
+    import ghost_lens.saes.training as training
+
+    tokens = torch.randint(0, 50, (30, 16), generator=torch.Generator().manual_seed(3))
+    out = tmp_path / "saes"
+    train_saes(tiny, [0, 1], tokens, out, expansion=2, training_tokens=1024, train_batch_size_tokens=128,
+               progress=False, ce_sequences=0)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def interrupted(*args, **kwargs):  # Ctrl-C once the new SAEs are trained, while their quality is measured
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "saes_quality", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train_saes(tiny, [0, 1], tokens, out, expansion=4, training_tokens=1024, train_batch_size_tokens=128,
+                   progress=False, force=True)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before  # the old SAEs, byte for byte
+    assert [p.name for p in tmp_path.iterdir()] == ["saes"]  # the temporary training folder is gone
 
 
 def test_train_saes_argument_errors(tiny, tmp_path):
     tokens = torch.zeros(4, 8, dtype=torch.long)
+    out = tmp_path / "x"
     with pytest.raises(ConfigError, match="layers must be"):
-        train_saes(tiny, [2], tokens, tmp_path / "x", training_tokens=64)
+        train_saes(tiny, [2], tokens, out, training_tokens=64)
+    with pytest.raises(ConfigError, match="layers must be"):
+        train_saes(tiny, [], tokens, out, training_tokens=64)
     with pytest.raises(ConfigError, match="hook must be one of"):
-        train_saes(tiny, [0], tokens, tmp_path / "x", hook="mlp_out", training_tokens=64)
+        train_saes(tiny, [0], tokens, out, hook="mlp_out", training_tokens=64)
+    with pytest.raises(ConfigError, match="training tokens must be an integer >= 1, got 0"):
+        train_saes(tiny, [0], tokens, out, training_tokens=0)
+    with pytest.raises(ConfigError, match="expansion .* must be an integer >= 1, got 0"):
+        train_saes(tiny, [0], tokens, out, expansion=0, training_tokens=64)
+    with pytest.raises(ConfigError, match="architecture must be"):
+        train_saes(tiny, [0], tokens, out, architecture="relu", training_tokens=64)
+    with pytest.raises(ConfigError, match="held_out_fraction"):
+        train_saes(tiny, [0], tokens, out, held_out_fraction=1.0, training_tokens=64)
+    with pytest.raises(ConfigError, match="k must be an integer >= 1"):
+        train_saes(tiny, [0], tokens, out, training_tokens=64, k=0)
+    with pytest.raises(ConfigError, match="lr must be > 0"):
+        train_saes(tiny, [0], tokens, out, training_tokens=64, lr=-1.0)
+    with pytest.raises(ConfigError, match="tokens must be"):
+        train_saes(tiny, [0], tokens[:, :1], out, training_tokens=64)
+    assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing was touched
+
+
+def test_cli_nonsense_is_one_line_before_anything_is_touched(tmp_path):
+    from tests.cli.helpers_cli import assert_one_line_error, invoke
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("hello world\n")
+    out = tmp_path / "saes"
+    out.mkdir()
+    (out / "blocks.0.hook_resid_post").mkdir()
+    (out / "blocks.0.hook_resid_post" / "cfg.json").write_text("{}")
+    for args, needle in [
+        (["--training-tokens", "0"], "--training-tokens must be >= 1, got 0"),
+        (["--expansion", "0"], "--expansion must be >= 1"),
+        (["--expansion", "-3"], "--expansion must be >= 1"),
+        (["--context-size", "1"], "--context-size must be >= 2"),
+        (["--hook", "mlp_out"], "--hook must be one of"),
+    ]:
+        result = invoke("train-saes", "--model", "no-such-model", "--dataset", corpus, "--out", out, "--force", *args)
+        assert_one_line_error(result, needle, code=2)
+    result = invoke("train-saes", "--model", "no-such-model", "--dataset", corpus, "--out", out)
+    assert_one_line_error(result, "is not empty", "--force", code=2)
+    assert sorted(p.name for p in out.rglob("*")) == ["blocks.0.hook_resid_post", "cfg.json"]
