@@ -9,7 +9,8 @@ Steps (:func:`capture_examples` does 1, then calls :func:`capture_tokens` for th
 4. One forward pass per batch, with one TransformerLens forward hook per tracked hook point. The hook works in
    place: it picks the real (unpadded) tokens, encodes them with the SAE's own ``sae.encode`` (so its input
    normalisation applies), keeps ``torch.topk(k=cfg.top_k)`` (values descending) and the residual vectors at the
-   last prompt token and averaged over the answer. No activation cache is built: at gpt2-medium shape this is
+   last prompt token and averaged over the answer, plus per-token totals of the full activation vector (L1 mass,
+   L0, entropy of the activation shares: ``FeatureTrace.sae_totals``). No activation cache is built: at gpt2-medium shape this is
    measurably faster than ``run_with_cache(names_filter=...)`` followed by encoding
    (``benchmarks/bench_capture.py``).
 5. The forward stops after the last block (``stop_at_layer``); ``ln_final`` and ``unembed`` then run only at the
@@ -35,7 +36,7 @@ from torch import Tensor
 from ghost_lens._version import __version__
 from ghost_lens.capture.batching import Batch, plan_batches
 from ghost_lens.capture.tokenize import answer_separator, tokenize_example, truncate_left
-from ghost_lens.capture.trace import FeatureTrace
+from ghost_lens.capture.trace import SAE_TOTALS, FeatureTrace
 from ghost_lens.config import CaptureConfig
 from ghost_lens.data.example import Example
 from ghost_lens.errors import DatasetError, SAEError
@@ -72,7 +73,7 @@ def capture_examples(
     sequences, spans = [], []
     for ex in examples:
         try:
-            tokens, start = tokenize_example(model, ex.prompt, ex.answer, cfg.prepend_bos)
+            tokens, start = tokenize_example(model, ex.prompt, ex.answer, cfg.resolved_prepend_bos(model))
         except DatasetError as exc:
             raise DatasetError(f"example {ex.id!r}: {exc}") from None
         sequences.append(tokens)
@@ -115,7 +116,7 @@ def capture_tokens(
     ids = list((meta or {}).get("ids", [str(i) for i in range(len(sequences))]))
     sequences, spans, n_truncated = _truncate_all(
         [torch.as_tensor(s).reshape(-1).long().cpu() for s in sequences], answer_spans, ids,
-        min(cfg.max_length or model.cfg.n_ctx, model.cfg.n_ctx), cfg.prepend_bos,
+        min(cfg.max_length or model.cfg.n_ctx, model.cfg.n_ctx), cfg.resolved_prepend_bos(model),
     )
     lengths = torch.tensor([s.numel() for s in sequences])
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
@@ -182,6 +183,7 @@ def capture_tokens(
         dec_idx=dec_idx,
         dec_dir=dec_dir,
         meta=trace_meta,
+        sae_totals=rec.totals,
     )
 
 
@@ -217,6 +219,17 @@ def final_logits(model: HookedTransformer, resid: Float[Tensor, "n d_model"]) ->
     if cap is not None and cap > 0:
         logits = cap * torch.tanh(logits / cap)
     return logits
+
+
+def activation_totals(feats: Float[Tensor, "n_tok d_sae"]) -> Float[Tensor, "n_tok 3"]:
+    """Per token, over the full SAE activation vector (negative values, if an SAE has any, count as 0): L1 mass,
+    L0 (active features) and the entropy (nats) of the activation shares ``a_f / L1`` (0 when nothing is active)."""
+    a = feats.float().clamp_min(0)
+    l1 = a.sum(-1)
+    l0 = (a > 0).sum(-1).float()
+    shares = a / l1.clamp_min(torch.finfo(torch.float32).tiny)[:, None]
+    entropy = torch.special.entr(shares).sum(-1)
+    return torch.stack([l1, l0, entropy], dim=-1)
 
 
 def describe_saes(layers: Sequence[int], saes: Sequence[SAE]) -> dict[str, Any]:
@@ -279,6 +292,7 @@ class _Recorder:
         self.batch: Batch | None = None
         self.feat_idx = torch.empty(n_layers, n_tokens, k, dtype=torch.int32)
         self.feat_val = torch.empty(n_layers, n_tokens, k, dtype=store)
+        self.totals = torch.empty(n_layers, n_tokens, len(SAE_TOTALS), dtype=torch.float32)
         self.resid_last = torch.empty(n_layers, n_examples, d_model, dtype=store)
         self.resid_mean = torch.empty(n_layers, n_examples, d_model, dtype=store)
         self.logprob_sum = torch.empty(n_examples)
@@ -297,6 +311,7 @@ class _Recorder:
             feats = sae.encode(x.index_select(0, b.src))  # [n_tok, d_sae]
             if feats.is_sparse:
                 feats = feats.to_dense()
+            self.totals[j].index_copy_(0, b.dst, activation_totals(feats).cpu())
             vals, idx = torch.topk(feats, self.k, dim=-1)  # sorted, descending
             active = vals != 0
             # seen[f] = max(seen[f], active) over the slots holding f (4-10x faster than a boolean-mask index)

@@ -23,6 +23,10 @@ output_entropy      [N] float               mean entropy (nats) of the next-toke
 max_prob            [N] float               mean max softmax probability at answer positions
 resid_last_prompt   [L, N, D] float         residual (the tracked hook) at the last prompt token
 resid_answer_mean   [L, N, D] float         residual averaged over the answer tokens
+sae_totals          [L, T, 3] float32       per token, over the *full* SAE activation (before top-k):
+                                            L1 mass, L0 (active count), entropy (nats) of the activation
+                                            shares (columns :data:`SAE_TOTALS`); optional: older
+                                            captures lack it (``None`` then)
 ==================  ======================  ==========================================================
 
 Decoder directions (``decoders.safetensors``): for each tracked layer position ``j`` (0..L-1),
@@ -50,15 +54,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from ghost_lens.constants import CAPTURE_DECODERS, CAPTURE_META, CAPTURE_TENSORS
 from ghost_lens.errors import RunFolderError
+from ghost_lens.io import atomic_save_file, atomic_write_json
 
 _TENSOR_FIELDS = (
     "tokens", "offsets", "answer_start", "answer_end", "feat_idx", "feat_val", "answer_logprob",
     "answer_mean_logprob", "output_entropy", "max_prob", "resid_last_prompt", "resid_answer_mean",
 )
+_OPTIONAL_FIELDS = ("sae_totals",)
+
+SAE_TOTALS = ("l1", "l0", "entropy")
+"""Columns of ``FeatureTrace.sae_totals``: per token and layer, statistics of the full SAE activation vector."""
 
 
 @dataclass
@@ -78,6 +87,8 @@ class FeatureTrace:
     dec_idx: list[torch.Tensor]
     dec_dir: list[torch.Tensor]
     meta: dict[str, Any] = field(default_factory=dict)
+    sae_totals: torch.Tensor | None = None
+    """``[L, T, 3]`` full-activation L1 / L0 / entropy per token (:data:`SAE_TOTALS`); ``None`` in old captures."""
 
     # ---- convenience views -------------------------------------------------------------------------------------
     @property
@@ -126,13 +137,15 @@ class FeatureTrace:
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        save_file({k: getattr(self, k).contiguous() for k in _TENSOR_FIELDS}, str(folder / CAPTURE_TENSORS))
+        tensors = {k: getattr(self, k).contiguous() for k in _TENSOR_FIELDS}
+        tensors.update({k: getattr(self, k).contiguous() for k in _OPTIONAL_FIELDS if getattr(self, k) is not None})
+        atomic_save_file(tensors, folder / CAPTURE_TENSORS)
         dec: dict[str, torch.Tensor] = {}
         for j, (i, d) in enumerate(zip(self.dec_idx, self.dec_dir, strict=True)):
             dec[f"dec_idx.{j}"] = i.contiguous()
             dec[f"dec_dir.{j}"] = d.contiguous()
-        save_file(dec, str(folder / CAPTURE_DECODERS))
-        (folder / CAPTURE_META).write_text(json.dumps(self.meta, indent=1))
+        atomic_save_file(dec, folder / CAPTURE_DECODERS)
+        atomic_write_json(folder / CAPTURE_META, self.meta)  # last: a capture.json means the rest is there
         return folder
 
     @classmethod
@@ -150,4 +163,5 @@ class FeatureTrace:
             dec_idx=[dec[f"dec_idx.{j}"] for j in range(n_layers)],
             dec_dir=[dec[f"dec_dir.{j}"] for j in range(n_layers)],
             meta=meta,
+            **{k: tensors.get(k) for k in _OPTIONAL_FIELDS},  # lenient: older captures lack them
         )

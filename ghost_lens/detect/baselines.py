@@ -10,7 +10,16 @@ a free sign flip from looking at the test fold, and each outputs a probability, 
 - ``logprob`` / ``mean_logprob``: the model's summed / per-token log-probability of its answer.
 - ``entropy`` / ``max_prob``: mean entropy / mean max softmax probability of the model's next-token distribution.
 - ``output_combined``: one logistic regression on all of the above numbers together.
-- ``probe``: a logistic-regression probe on the raw residual stream, one per layer (the best layer is reported).
+- ``probe``: a dense logistic-regression probe on the raw residual stream (:class:`SelectingProbe`): standardised,
+  class-balanced, L2; the residual (last prompt token or answer mean), the layer and ``C`` are chosen by grouped
+  inner cross-validation *inside the training folds*, so no choice ever sees a test row.
+- ``sparse_probe``: an L1 logistic regression on the SAE activations at the last prompt token (a
+  ``scipy.sparse`` matrix per layer from the captured top-k features, max-abs scaled, class-balanced), its layer
+  and ``C`` chosen the same way (the SAE-probe comparison of Kantamneni et al. 2025).
+
+Why class-balanced: a probe with nothing to find predicts its training folds' prevalence; pooled out-of-fold, a
+test fold with more positives then gets *lower* scores (its training folds had fewer), which drives the AUROC
+below 0.5. Balanced class weights make the uninformed prediction 0.5 in every fold.
 
 The controls that reuse the detector (random decoder directions, shuffled labels) live in
 :mod:`ghost_lens.detect.evaluation`.
@@ -18,20 +27,43 @@ The controls that reuse the detector (random decoder directions, shuffled labels
 
 from __future__ import annotations
 
+import inspect
+import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
+import scipy.sparse as sp
+from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import FeatureUnion, make_pipeline
-from sklearn.preprocessing import StandardScaler
+from sklearn.preprocessing import MaxAbsScaler, StandardScaler
+
+from ghost_lens.detect.folds import inner_splits
 
 if TYPE_CHECKING:
     from ghost_lens.capture.trace import FeatureTrace
 
+logger = logging.getLogger(__name__)
+
 MethodKind = Literal["detector", "baseline", "control"]
+
+DENSE_CS = (1e-3, 1e-2, 1e-1, 1.0)
+"""Inverse L2 strengths the dense probe chooses among (with ``eval.probe_c``)."""
+SPARSE_CS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
+"""Inverse L1 strengths the sparse SAE probe chooses among."""
+PROBE_INNER_FOLDS = 3
+"""Grouped inner folds (inside each training part) that choose a probe's layer and C."""
+
+# an L1 penalty: ``l1_ratio=1`` since scikit-learn 1.8 (``penalty`` is deprecated there), ``penalty="l1"`` before
+_L1: dict[str, Any] = (
+    {"l1_ratio": 1.0} if inspect.signature(LogisticRegression).parameters["penalty"].default == "deprecated"
+    else {"penalty": "l1"}
+)
 
 _SCORES: dict[str, tuple[str, str]] = {
     "length": ("answer_length", "answer length in tokens"),
@@ -56,19 +88,28 @@ class BaselineInputs:
     residuals: np.ndarray | None = None
     """[L, N, D] residual-stream vectors, one matrix per layer in ``layers``."""
     layers: list[int] | None = None
+    residuals_last_prompt: np.ndarray | None = None
+    """[L, N, D] residuals at the last prompt token, further candidates of the dense probe (``None``: only
+    ``residuals``)."""
+    sae_last_prompt: list[sp.csr_matrix] | None = None
+    """Per layer in ``layers``: the SAE activations at the last prompt token, ``[N, d_sae]`` sparse (the
+    captured top-k features; the sparse probe's input)."""
 
     @classmethod
     def from_trace(
-        cls, trace: FeatureTrace, residual: Literal["answer_mean", "last_prompt"] = "answer_mean"
+        cls, trace: FeatureTrace, residual: Literal["answer_mean", "last_prompt", "both"] = "both"
     ) -> BaselineInputs:
-        """Fill from a capture. ``residual="answer_mean"`` (default) probes the residual averaged over the answer,
-        which sees the answer in both generation and statement mode; ``"last_prompt"`` probes the last prompt
-        token (before any answer: "does the model know?", blind to the answer shown in statement mode)."""
+        """Fill from a capture. ``residual`` names the residuals the dense probe may choose among (inside the
+        training folds): ``"both"`` (default) the residual averaged over the answer and the one at the last prompt
+        token; ``"answer_mean"`` only the former (it sees the answer in both generation and statement mode);
+        ``"last_prompt"`` only the latter (before any answer: "does the model know?", blind to the answer shown
+        in statement mode)."""
 
         def arr(t: Any) -> np.ndarray:
             return t.detach().to("cpu").double().numpy()
 
-        res = trace.resid_answer_mean if residual == "answer_mean" else trace.resid_last_prompt
+        res = trace.resid_last_prompt if residual == "last_prompt" else trace.resid_answer_mean
+        last = trace.resid_last_prompt.detach().to("cpu").float().numpy() if residual == "both" else None
         answers = trace.meta.get("answers")
         return cls(
             answer_length=arr(trace.answer_end - trace.answer_start),
@@ -79,7 +120,27 @@ class BaselineInputs:
             max_prob=arr(trace.max_prob),
             residuals=res.detach().to("cpu").float().numpy(),
             layers=trace.layers,
+            residuals_last_prompt=last,
+            sae_last_prompt=sae_at_last_prompt(trace),
         )
+
+
+def sae_at_last_prompt(trace: FeatureTrace) -> list[sp.csr_matrix]:
+    """Per tracked layer, ``[N, d_sae]`` sparse: the captured top-k SAE activations at each example's last prompt
+    token (``d_sae`` from the capture's SAE info, else the layer's largest captured feature id + 1)."""
+    n = trace.n_examples
+    tok = (trace.offsets[:-1] + trace.answer_start - 1).numpy()
+    info = trace.meta.get("sae_info") or {}
+    out = []
+    for j, layer in enumerate(trace.layers):
+        idx = trace.feat_idx[j, tok].numpy().astype(np.int64)  # [N, k]
+        val = trace.feat_val[j, tok].float().numpy().astype(np.float64)
+        keep = (idx >= 0) & (val > 0)
+        width = int((info.get(str(layer)) or {}).get("d_sae") or 0)
+        width = max(width, int(trace.feat_idx[j].max()) + 1, 1)
+        rows = np.broadcast_to(np.arange(n)[:, None], idx.shape)
+        out.append(sp.csr_matrix((val[keep], (rows[keep], idx[keep])), shape=(n, width)))
+    return out
 
 
 @dataclass
@@ -110,8 +171,112 @@ def _text_model() -> Any:
     return make_pipeline(union, LogisticRegression(C=1.0, max_iter=1000))
 
 
-def _probe_model(c: float) -> Callable[[], Any]:
-    return lambda: make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+class LayerStack:
+    """Candidate feature matrices of the same N examples (one per layer, or per layer and residual position),
+    dense or ``scipy.sparse``; indexing by rows (a boolean mask or indices) selects the rows of every matrix."""
+
+    def __init__(self, mats: Sequence[Any], names: Sequence[str]):
+        if not mats or len(mats) != len(names):
+            raise ValueError(f"{len(mats)} matrices but {len(names)} names")
+        self.mats, self.names = list(mats), [str(x) for x in names]
+        n = {m.shape[0] for m in self.mats}
+        if len(n) != 1:
+            raise ValueError(f"candidate matrices differ in rows: {sorted(n)}")
+
+    def __len__(self) -> int:
+        return int(self.mats[0].shape[0])
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(n_examples, n_candidates)``."""
+        return len(self), len(self.mats)
+
+    def __getitem__(self, rows: Any) -> LayerStack:
+        return LayerStack([m[rows] for m in self.mats], self.names)
+
+
+class SelectingProbe(ClassifierMixin, BaseEstimator):
+    """Logistic-regression probe that chooses its candidate matrix (layer) and ``C`` inside the data it is fitted on.
+
+    ``fit(X, y, groups=)``: for every candidate of ``X`` (a :class:`LayerStack`) and every C in ``Cs``, the mean
+    AUROC over grouped stratified inner folds of the *training rows* (:func:`ghost_lens.detect.folds.inner_splits`);
+    the best pair (ties: earlier candidate, smaller C) is refitted on all training rows. ``kind="dense"``:
+    standardised features, L2; ``kind="sparse"``: max-abs scaled (keeps sparsity and the sign), L1 (liblinear).
+    Both class-balanced (module docstring). ``log``: an optional dict that receives each fit's choice
+    (``log["selected"]`` list, ``log["layer"]`` the most frequent candidate's layer), for the report.
+    """
+
+    def __init__(
+        self, kind: str = "dense", Cs: Sequence[float] = DENSE_CS, inner_folds: int = PROBE_INNER_FOLDS,
+        random_state: int = 0, log: dict[str, Any] | None = None,
+    ):
+        self.kind = kind
+        self.Cs = Cs
+        self.inner_folds = inner_folds
+        self.random_state = random_state
+        self.log = log
+
+    def _model(self, c: float, n_features: int) -> Any:
+        if self.kind == "dense":
+            # Newton-Cholesky is several times faster than lbfgs at residual widths; lbfgs beyond (d^3 per step)
+            solver = "newton-cholesky" if n_features <= 2048 else "lbfgs"
+            return make_pipeline(StandardScaler(), LogisticRegression(
+                C=c, class_weight="balanced", solver=solver, max_iter=2000))
+        if self.kind == "sparse":
+            return make_pipeline(MaxAbsScaler(), LogisticRegression(
+                C=c, solver="liblinear", class_weight="balanced", max_iter=2000, random_state=self.random_state,
+                **_L1))
+        raise ValueError(f"unknown probe kind {self.kind!r} (dense or sparse)")
+
+    def fit(self, X: LayerStack, y: np.ndarray, groups: np.ndarray | None = None) -> SelectingProbe:
+        X = X if isinstance(X, LayerStack) else LayerStack([X], ["0"])
+        y = np.asarray(y).astype(np.int64)
+        self.classes_ = np.unique(y)
+        if self.classes_.size != 2:
+            raise ValueError("the probe needs both classes in its training rows")
+        cs = list(self.Cs)
+        splits = inner_splits(y, None if groups is None else np.asarray(groups), self.inner_folds, self.random_state)
+        scores = np.full((len(X.mats), len(cs)), np.nan)
+        for j, mat in enumerate(X.mats):
+            for c_i, c in enumerate(cs):
+                aucs = [
+                    roc_auc_score(y[te], self._model(c, mat.shape[1]).fit(mat[tr], y[tr]).predict_proba(mat[te])[:, 1])
+                    for tr, te in splits if np.unique(y[te]).size == 2
+                ]
+                if aucs:
+                    scores[j, c_i] = float(np.mean(aucs))
+        if np.isnan(scores).all():  # too few rows or groups for inner folds: last candidate, middle C
+            logger.warning("probe: too few training rows for inner folds; using the last candidate, C=%g",
+                           cs[len(cs) // 2])
+            best_j, best_c = len(X.mats) - 1, len(cs) // 2
+        else:
+            order = sorted(range(len(cs)), key=lambda i: cs[i])  # ties: the smaller C (stronger penalty)
+            flat = [(j, c_i) for j in range(len(X.mats)) for c_i in order]
+            best_j, best_c = max(flat, key=lambda jc: (np.nan_to_num(scores[jc], nan=-1.0), -flat.index(jc)))
+        self.candidate_ = X.names[best_j]
+        self.candidate_index_ = best_j
+        self.C_ = float(cs[best_c])
+        self.selection_auroc_ = scores
+        self.estimator_ = self._model(self.C_, X.mats[best_j].shape[1]).fit(X.mats[best_j], y)
+        if self.log is not None:
+            self.log.setdefault("selected", []).append({"candidate": self.candidate_, "C": self.C_})
+            layer, _ = Counter(s["candidate"] for s in self.log["selected"]).most_common(1)[0]
+            self.log["candidate"], self.log["layer"] = layer, _layer_of(layer)
+        return self
+
+    def predict_proba(self, X: LayerStack) -> np.ndarray:
+        X = X if isinstance(X, LayerStack) else LayerStack([X], ["0"])
+        return self.estimator_.predict_proba(X.mats[self.candidate_index_])
+
+    def decision_function(self, X: LayerStack) -> np.ndarray:
+        X = X if isinstance(X, LayerStack) else LayerStack([X], ["0"])
+        return self.estimator_.decision_function(X.mats[self.candidate_index_])
+
+
+def _layer_of(candidate: str) -> int | str:
+    """``"last_prompt/L3"`` or ``"L3"`` -> 3 (the layer number the report prints)."""
+    tail = candidate.rsplit("/", 1)[-1].removeprefix("L")
+    return int(tail) if tail.lstrip("-").isdigit() else candidate
 
 
 def _column(values: Any, n: int, name: str) -> tuple[np.ndarray | None, str | None]:
@@ -130,8 +295,9 @@ def build_baselines(
 ) -> tuple[list[Method], dict[str, str], list[Method]]:
     """``(baselines, skipped {name: reason}, probe_layers)`` for the requested baseline ``names``.
 
-    ``probe_layers`` holds one method per residual layer (``probe_L{layer}``); the evaluation reports the best of
-    them as the ``probe`` baseline.
+    The probes (``probe``, ``sparse_probe``) choose their layer and C inside the training folds
+    (:class:`SelectingProbe`, ``pass_groups=True``); their ``extra`` dict fills with each fit's choice.
+    ``probe_layers`` (per-layer probes whose best layer the evaluation would pick on the evaluation folds) is empty.
     """
     methods: list[Method] = []
     skipped: dict[str, str] = {}
@@ -164,17 +330,53 @@ def build_baselines(
             methods.append(Method("text", "baseline",
                                   "TF-IDF of the answer text (word 1-2 + char 2-4 grams) + logistic regression",
                                   np.asarray([str(t) for t in texts], dtype=object), _text_model))
-    probes: list[Method] = []
+    probes: list[Method] = []  # per-layer probes picked on the evaluation folds: no more (see SelectingProbe)
     if "probe" in names:
-        res = inputs.residuals
-        if res is None or res.ndim != 3 or res.shape[1] != n:
-            skipped["probe"] = "no residual vectors [L, N, D] in the baseline inputs"
-        elif not np.all(np.isfinite(res)):
-            skipped["probe"] = "residual vectors contain NaN/inf"
+        stack, why = _dense_candidates(inputs, n)
+        if stack is None:
+            skipped["probe"] = why or "unavailable"
         else:
-            layers = inputs.layers if inputs.layers is not None else list(range(res.shape[0]))
-            for j, layer in enumerate(layers):
-                probes.append(Method(f"probe_L{layer}", "baseline", f"logistic-regression probe on layer {layer}",
-                                     np.asarray(res[j], dtype=np.float64), _probe_model(probe_c),
-                                     extra={"layer": int(layer)}))
+            cs = tuple(sorted({*DENSE_CS, float(probe_c)}))
+            log: dict[str, Any] = {"candidates": stack.names, "Cs": list(cs),
+                                   "selection": "inside each training part: grouped inner CV over candidates x C"}
+            methods.append(Method(
+                "probe", "baseline", "logistic-regression probe on the raw residual stream (standardised, "
+                "class-balanced; residual, layer and C chosen by grouped inner CV in the training folds)",
+                stack, _probe_factory("dense", cs, log), pass_groups=True, extra=log))
+    if "sparse_probe" in names:
+        mats = inputs.sae_last_prompt
+        if mats is None or not mats:
+            skipped["sparse_probe"] = "no SAE activations at the last prompt token in the baseline inputs"
+        elif any(m.shape[0] != n for m in mats):
+            skipped["sparse_probe"] = "SAE activation matrices do not match the number of examples"
+        else:
+            layers = inputs.layers if inputs.layers is not None else list(range(len(mats)))
+            stack = LayerStack([sp.csr_matrix(m) for m in mats], [f"L{layer}" for layer in layers])
+            log = {"candidates": stack.names, "Cs": list(SPARSE_CS),
+                   "selection": "inside each training part: grouped inner CV over layers x C"}
+            methods.append(Method(
+                "sparse_probe", "baseline", "L1 logistic regression on the SAE activations at the last prompt "
+                "token (max-abs scaled, class-balanced; layer and C chosen by grouped inner CV in the training "
+                "folds)", stack, _probe_factory("sparse", SPARSE_CS, log), pass_groups=True, extra=log))
     return methods, skipped, probes
+
+
+def _probe_factory(kind: str, cs: Sequence[float], log: dict[str, Any]) -> Callable[[], SelectingProbe]:
+    return lambda: SelectingProbe(kind, cs, log=log)
+
+
+def _dense_candidates(inputs: BaselineInputs, n: int) -> tuple[LayerStack | None, str | None]:
+    """The dense probe's candidates: one matrix per layer of ``residuals`` (and of ``residuals_last_prompt``)."""
+    sets = [("answer_mean", inputs.residuals), ("last_prompt", inputs.residuals_last_prompt)]
+    sets = [(name, r) for name, r in sets if r is not None]
+    if not sets or any(r.ndim != 3 or r.shape[1] != n for _, r in sets):
+        return None, "no residual vectors [L, N, D] in the baseline inputs"
+    if any(not np.all(np.isfinite(r)) for _, r in sets):
+        return None, "residual vectors contain NaN/inf"
+    layers = inputs.layers if inputs.layers is not None else list(range(sets[0][1].shape[0]))
+    mats, names = [], []
+    for name, res in sets:
+        for j, layer in enumerate(layers):
+            mats.append(np.asarray(res[j], dtype=np.float64))
+            names.append(f"{name}/L{layer}" if len(sets) > 1 else f"L{layer}")
+    return LayerStack(mats, names), None

@@ -4,15 +4,18 @@ Vectorised over a batch of examples and all layers at once (arrays padded to ``[
 ``top_k_features``, with a ``valid`` mask):
 
 1. Positions: ``cfg.positions`` picks the token positions that provide detections (``answer``: the answer span;
-   ``last_prompt_and_answer``: the last prompt token and the answer span; ``all``: every token, BOS included).
+   ``last_prompt_and_answer``: the last prompt token and the answer span; ``last_prompt``: the last prompt token
+   alone; ``all``: every token, BOS included).
 2. Candidates: every captured (feature, value) of those positions with value > 0 (the capture keeps the top-k
    features per token, so a (feature, position) pair occurs at most once).
 3. The top ``top_k_features`` per example and layer by activation (``partition``, then ties with the cut value
    in candidate order, i.e. earlier position, then higher-ranked feature of that token), sorted by activation,
    descending (stable).
-4. Normalisation: raw SAE activations have per-layer scales, so each detection also gets
-   ``norm_activation = activation / (that layer's largest detection activation of this example)`` in (0, 1].
-   Activation similarity and the birth / death thresholds are defined on it.
+4. Normalisation: raw SAE activations have per-layer scales, so each detection also gets a ``norm_activation``
+   (``cfg.normalization``): ``max`` = activation / (that layer's largest detection activation of this example),
+   in (0, 1], scale-free; ``layer`` = activation / a per-layer constant (:meth:`TraceArrays.layer_scale`: the mean
+   over examples of their largest detection at that layer), which keeps the differences of scale between
+   examples; ``none`` = the raw activation. Activation similarity and the birth / death thresholds use it.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ class Detections:
     feature: np.ndarray  # int64
     pos: np.ndarray  # int64, relative to the example's first token
     activation: np.ndarray  # float64, raw SAE activation
-    norm_activation: np.ndarray  # float64, activation / the largest of its (example, layer)
+    norm_activation: np.ndarray  # float64, the activation normalised (default: / the largest of its example, layer)
     valid: np.ndarray  # bool: False where an (example, layer) has fewer than M detections
 
 
@@ -51,6 +54,9 @@ def _span(
         lo, hi = a_start, a_end
     elif mode == "last_prompt_and_answer":
         lo, hi = np.maximum(a_start - 1, 0), a_end
+    elif mode == "last_prompt":
+        lo = np.maximum(a_start - 1, 0)
+        hi = lo + 1
     else:
         raise ValueError(f"unknown positions mode {mode!r}")
     lo = np.clip(lo, 0, n_tok)
@@ -73,8 +79,31 @@ class TraceArrays:
         n_tok = self.offsets[examples + 1] - self.offsets[examples]
         return _span(n_tok, self.answer_start[examples], self.answer_end[examples], mode)
 
-    def detections(self, examples: np.ndarray, mode: str, top_k: int) -> Detections:
-        """Steps 1-4 for a batch of example indices."""
+    def layer_scale(self, mode: str) -> np.ndarray:
+        """``[L]`` per-layer scale of ``normalization="layer"``: the mean, over the examples with any activation
+        there, of each example's largest activation in its tracked span (1 for a layer where nothing is active)."""
+        n = self.offsets.size - 1
+        lo, hi = self.spans(np.arange(n), mode)
+        width = int((hi - lo).max(initial=0))
+        rel = lo[:, None] + np.arange(width)
+        ok = rel < hi[:, None]
+        tok = np.where(ok, self.offsets[:-1, None] + rel, 0)  # [N, P]
+        top = np.where(ok, self.feat_val[:, tok, 0], 0.0).max(axis=-1, initial=0.0)  # [L, N]: values sorted desc
+        active = top > 0
+        total = np.where(active, top, 0.0).sum(axis=1)
+        count = active.sum(axis=1)
+        return np.where(count > 0, total / np.maximum(count, 1), 1.0).astype(np.float64)
+
+    def detections(
+        self, examples: np.ndarray, mode: str, top_k: int, normalization: str = "max",
+        scale: np.ndarray | None = None,
+    ) -> Detections:
+        """Steps 1-4 for a batch of example indices (``scale`` [L]: the per-layer constants of
+        ``normalization="layer"``, default :meth:`layer_scale` over all examples)."""
+        if normalization not in ("max", "layer", "none"):
+            raise ValueError(f"unknown normalization {normalization!r} (max, layer or none)")
+        if normalization == "layer" and scale is None:
+            scale = self.layer_scale(mode)
         lo, hi = self.spans(examples, mode)
         n_layers, _, k = self.feat_idx.shape
         n_b = examples.size
@@ -109,12 +138,18 @@ class TraceArrays:
         cand = np.take_along_axis(cand, order, axis=-1)
         act = np.take_along_axis(act, order, axis=-1)
         act = act.astype(np.float64)
-        top = act[..., :1]
+        if normalization == "max":
+            top = act[..., :1]
+            norm = act / np.where(top > 0, top, 1.0)
+        elif normalization == "layer":
+            norm = act / np.asarray(scale, dtype=np.float64)[None, :, None]
+        else:
+            norm = act.copy()
         return Detections(
             feature=np.take_along_axis(idx, cand, axis=-1).astype(np.int64),
             pos=np.take_along_axis(rel, (cand // k).reshape(n_b, -1), axis=1).reshape(cand.shape),
             activation=act,
-            norm_activation=act / np.where(top > 0, top, 1.0),
+            norm_activation=norm,
             valid=act > 0,
         )
 

@@ -17,6 +17,10 @@ track's start / end layer position and length (its number of detections; no skip
 4. ``survivors`` = tracks reaching the last layer, ``survival`` = survivors / track count.
 5. Lengths: ``mean_track_length``, ``std_track_length``, ``max_track_length``, ``len_hist_{n}`` = tracks of length
    n (n = 1..L).
+6. Scale (optional, :func:`scale_metrics`; the metrics above see normalised activations only): from the *raw*
+   SAE activations of the tracked detections, ``raw_mass`` (their sum), ``raw_max`` (the largest),
+   ``raw_dominant_mass`` (the raw mass of the track with the largest raw mass), ``raw_mass_L{l}`` and
+   ``raw_max_L{l}`` per layer.
 Empty examples (no tracks) get zeros everywhere. Every quantity is a ``bincount`` over (example, track) or
 (example, layer) keys: no Python loop over examples, tracks or detections.
 """
@@ -51,6 +55,15 @@ def feature_names(layers: list[int]) -> list[str]:
     """Column names of the metric vector for these tracked model layers."""
     per_layer = [f"{m}_L{layer}" for m in PER_LAYER for layer in layers]
     return [*OVERALL, *per_layer, *(f"len_hist_{n}" for n in range(1, len(layers) + 1))]
+
+
+SCALE_OVERALL = ("raw_mass", "raw_max", "raw_dominant_mass")
+SCALE_PER_LAYER = ("raw_mass", "raw_max")
+
+
+def scale_feature_names(layers: list[int]) -> list[str]:
+    """Column names of :func:`scale_metrics` for these tracked model layers."""
+    return [*SCALE_OVERALL, *(f"{m}_L{layer}" for m in SCALE_PER_LAYER for layer in layers)]
 
 
 def _entropy_terms(p: np.ndarray) -> np.ndarray:
@@ -144,6 +157,36 @@ def compute_metrics(
         axis=1,
         dtype=np.float64,
     )
+
+
+def scale_metrics(
+    example: np.ndarray, layer_pos: np.ndarray, track: np.ndarray, activation: np.ndarray, n_b: int, n_layers: int
+) -> np.ndarray:
+    """Rows ``[B, F]`` (order of :func:`scale_feature_names`) from tracked nodes ``[n]`` (example index, layer
+    position, track id unique within an example, raw activation): step 6 of the module docstring."""
+    t = track - track.min() if track.size else track
+    span = int(t.max()) + 1 if t.size else 1
+    uniq, g = np.unique(example * span + t, return_inverse=True)
+    ex_t = uniq // span
+    act = activation.astype(np.float64)
+    track_mass = np.bincount(g, weights=act, minlength=uniq.size)
+    dominant = np.zeros(n_b)
+    np.maximum.at(dominant, ex_t, track_mass)
+    top = np.zeros(n_b)
+    np.maximum.at(top, example, act)
+    key = example * n_layers + layer_pos
+    mass_l = np.bincount(key, weights=act, minlength=n_b * n_layers).reshape(n_b, n_layers)
+    max_l = np.zeros(n_b * n_layers)
+    np.maximum.at(max_l, key, act)
+    overall = np.stack([mass_l.sum(axis=1), top, dominant], axis=1)
+    return np.concatenate([overall, mass_l, max_l.reshape(n_b, n_layers)], axis=1, dtype=np.float64)
+
+
+def batch_scale_metrics(batch: TrackBatch) -> np.ndarray:
+    """Scale rows ``[B, F]`` of a tracked batch."""
+    b, j, slot = batch.nodes()
+    n_b, n_layers = batch.clutter.shape
+    return scale_metrics(b, j, batch.track[b, j, slot], batch.det.activation[b, j, slot], n_b, n_layers)
 
 
 def batch_metrics(batch: TrackBatch) -> np.ndarray:

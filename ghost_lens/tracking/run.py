@@ -16,7 +16,7 @@ from ghost_lens.config import TrackerConfig, from_dict, to_dict
 from ghost_lens.constants import TRACK_METRICS
 from ghost_lens.errors import RunFolderError
 from ghost_lens.tracking.graph import TrackGraph
-from ghost_lens.tracking.metrics import batch_metrics, feature_names
+from ghost_lens.tracking.metrics import batch_metrics, batch_scale_metrics, feature_names, scale_feature_names
 from ghost_lens.tracking.tracker import Tracker, random_decoders
 
 logger = logging.getLogger(__name__)
@@ -97,25 +97,30 @@ def track_trace(
     seed: int = 0,
     progress: bool = True,
     keep_graphs: bool = True,
+    scale: bool = False,
 ) -> TrackingResult:
     """Track every example of ``trace``.
 
     ``decoder_mode="random"`` replaces the SAE decoder directions by :func:`random_decoders` (``seed``): the
     control showing how much the semantic part of the association matters. ``keep_graphs=False`` computes the
     metrics from the tracker's arrays without building networkx graphs (the fast path). ``progress`` logs at
-    INFO about every tenth of the examples.
+    INFO about every tenth of the examples. ``scale=True`` appends the raw-activation columns of
+    :func:`~ghost_lens.tracking.metrics.scale_metrics` to the metrics.
     """
     if decoder_mode not in ("sae", "random"):
         raise ValueError(f"decoder_mode must be 'sae' or 'random', got {decoder_mode!r}")
     tracker = Tracker(trace, cfg, random_decoders(trace, seed) if decoder_mode == "random" else None)
-    names = feature_names(tracker.layers)
+    names = feature_names(tracker.layers) + (scale_feature_names(tracker.layers) if scale else [])
     n = trace.n_examples
     metrics = np.zeros((n, len(names)), dtype=np.float64)
     graphs: list[TrackGraph] | None = [] if keep_graphs else None
     t0, logged = time.perf_counter(), 0
     for examples in tracker.batches():
         batch = tracker.batch(examples)
-        metrics[examples] = batch_metrics(batch)
+        metrics[examples] = (
+            np.concatenate([batch_metrics(batch), batch_scale_metrics(batch)], axis=1) if scale
+            else batch_metrics(batch)
+        )
         if graphs is not None:
             graphs.extend(batch.example(b).to_graph() for b in range(examples.size))
         done = int(examples[-1]) + 1

@@ -3,7 +3,8 @@
 Multi-object tracking with layers as frames (SORT-style: score, assign one-to-one, birth, death), per example:
 
 1. Detections per tracked layer (:mod:`ghost_lens.tracking.detections`): the top ``top_k_features`` (feature,
-   position) activations in the tracked span, with activations normalised per layer (largest = 1).
+   position) activations in the tracked span, with activations normalised (``normalization``; default per example
+   and layer, largest = 1).
 2. Layer 0: every detection with normalised activation >= ``birth_threshold`` starts a track; the rest is clutter.
 3. Layer j > 0: the live tracks are exactly the tracked detections of layer j-1 (no skipping: a track continues at
    every consecutive tracked layer or dies). Score every (track tail, detection) pair
@@ -141,6 +142,9 @@ class Tracker:
         self.table = DecoderTable.from_trace(trace, decoders)
         self.layers = [int(x) for x in trace.meta.get("layers", range(trace.n_layers))]
         self.ids = [str(x) for x in trace.meta.get("ids", range(trace.n_examples))]
+        # the per-layer constants of normalization="layer", over the whole trace (label-free), so a batch's
+        # normalisation never depends on which other examples share the batch
+        self.scale = self.data.layer_scale(cfg.positions) if cfg.normalization == "layer" else None
 
     def batches(self, max_batch: int = 64, budget: int = 2**21) -> Iterator[np.ndarray]:
         """Consecutive example indices in batches whose candidate arrays stay under ``budget`` elements."""
@@ -153,7 +157,9 @@ class Tracker:
 
     def batch(self, examples: np.ndarray) -> TrackBatch:
         """Steps 1-5 for these example indices."""
-        det = self.data.detections(examples, self.cfg.positions, self.cfg.top_k_features)
+        det = self.data.detections(
+            examples, self.cfg.positions, self.cfg.top_k_features, self.cfg.normalization, self.scale
+        )
         return track_batch(det, self.table, self.cfg, self.layers, [self.ids[i] for i in examples.tolist()])
 
     def arrays(self, i: int) -> TrackArrays:

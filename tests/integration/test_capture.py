@@ -158,6 +158,30 @@ def test_save_load_round_trip(setup, tmp_path):
     assert loaded.meta == trace.meta
 
 
+def test_full_activation_totals_match_reference_and_survive_save_load(setup, tmp_path):
+    model, saes, _, trace = setup
+    names = [saes[layer].cfg.metadata.hook_name for layer in sorted(saes)]
+    assert trace.sae_totals.shape == (trace.n_layers, int(trace.offsets[-1]), 3)
+    for i in range(trace.n_examples):
+        s = trace.example_slice(i)
+        with torch.no_grad():
+            _, cache = model.run_with_cache(trace.tokens[s][None], names_filter=names)
+        for j, layer in enumerate(sorted(saes)):
+            a = saes[layer].encode(cache[names[j]][0]).clamp_min(0)  # [n_tok, d_sae], the full activation
+            l1 = a.sum(-1)
+            p = a / l1.clamp_min(1e-30)[:, None]
+            ent = -(p * torch.where(p > 0, p.log(), torch.zeros_like(p))).sum(-1)
+            ref = torch.stack([l1, (a > 0).sum(-1).float(), ent], dim=-1)
+            torch.testing.assert_close(trace.sae_totals[j, s], ref, atol=1e-4, rtol=1e-4)
+    # the standard SAE of layer 0 has more active features than the top_k kept: L0 counts them all
+    assert trace.sae_totals[0, :, 1].max() > CFG.top_k
+    loaded = FeatureTrace.load(trace.save(tmp_path / "capture"))
+    assert torch.equal(loaded.sae_totals, trace.sae_totals)
+    # a capture written before the totals existed loads with sae_totals None
+    old = replace(trace, sae_totals=None)
+    assert FeatureTrace.load(old.save(tmp_path / "old")).sae_totals is None
+
+
 def test_decoder_directions(setup):
     _, saes, _, trace = setup
     for j, layer in enumerate(trace.layers):
