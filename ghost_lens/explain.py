@@ -1,9 +1,12 @@
 """``ghost-lens explain``: one (prompt, answer) scored by a run's detector, and the tracks behind the score.
 
-1. Read the run folder: its config, the detector refitted on all its examples (``detector.joblib``, written by
-   :func:`ghost_lens.runner._save_final_detector`) and its per-example track metrics (``track_metrics.json``).
+1. Read the run folder: its config, the detector refitted on all its examples (``detector.safetensors`` +
+   ``detector.json``, written by :func:`ghost_lens.runner._save_final_detector`; never pickle, and refused when
+   its config hash is not the hash of the run's ``config.yaml``) and its per-example track metrics
+   (``track_metrics.json``).
 2. Load the run's model and SAE bundle (:func:`~ghost_lens.pipeline.load_model_and_bundle`), capture the single
-   example (label 0 as a placeholder: the example is unlabeled) and track it with the run's tracker config.
+   example (label 0 as a placeholder: the example is unlabeled), track it with the run's tracker config and build
+   the detector's feature groups (:func:`~ghost_lens.pipeline.detector_features`).
 3. Score it: the calibrated hallucination probability, its parts (entropy, churn, classifier), and the run's decision
    threshold (median of the per-fold thresholds in ``detection_metrics.json``) with the run's AUROC for context.
 4. Place its track metrics (entropy, churn, ...) and the model's own output signals (answer log-prob, output
@@ -30,7 +33,6 @@ from ghost_lens.errors import RunFolderError
 logger = logging.getLogger(__name__)
 
 EXPLAIN_DIR = "explain"
-DETECTOR_FILE = "detector.joblib"
 NEURONPEDIA_URL = "https://www.neuronpedia.org/{neuronpedia_id}/{feature}"
 TRACK_METRICS_SHOWN = ("entropy", "churn", "n_tracks", "mean_track_length", "survival", "dominant_share")
 OUTPUT_SIGNALS = ("answer_logprob", "answer_mean_logprob", "output_entropy", "max_prob")
@@ -110,15 +112,14 @@ class Explanation:
         }
 
 
-def load_detector(run_dir: Path) -> tuple[Any, list[str]]:
-    """The run's final detector and the metric names it was fitted on."""
-    import joblib
+def load_detector(run_dir: Path, cfg: Any | None = None) -> tuple[Any, list[str]]:
+    """The run's final detector and the feature columns it was fitted on; with ``cfg`` (the run's config) a
+    detector fitted under another config is refused with one line."""
+    from ghost_lens.detect.detector_io import config_hash
+    from ghost_lens.detect.detector_io import load_detector as _load
 
-    path = run_dir / DETECTOR_FILE
-    if not path.is_file():
-        raise RunFolderError(f"{run_dir} has no {DETECTOR_FILE} (the run did not finish): rerun `ghost-lens track`")
-    saved = joblib.load(path)
-    return saved["detector"], list(saved["feature_names"])
+    det, meta = _load(run_dir, expected_hash=None if cfg is None else config_hash(cfg))
+    return det, list(meta["feature_names"])
 
 
 def _run_metrics(run_dir: Path) -> dict[str, Any]:
@@ -191,13 +192,13 @@ def explain(
     """Score one example with a run's detector and explain the score (module docstring)."""
     from ghost_lens.data.example import Example
     from ghost_lens.models import check_coverage
-    from ghost_lens.pipeline import capture, load_model_and_bundle, track
+    from ghost_lens.pipeline import capture, detector_features, load_model_and_bundle, track
     from ghost_lens.run import read_run_config
     from ghost_lens.tracking import TrackingResult
 
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
-    detector, names = load_detector(run_dir)
+    detector, names = load_detector(run_dir, cfg)
     run_tracking = TrackingResult.load(run_dir)
 
     model, bundle = load_model_and_bundle(cfg, progress=progress)
@@ -205,10 +206,10 @@ def explain(
     example = Example("explain", "explain", prompt, answer, 0)  # label: a placeholder, the example is unlabeled
     trace = capture(model, bundle, [example], cfg.capture, progress=False, model_name=cfg.model)
     tracking = track(trace, cfg.tracker, progress=False)
-    if tracking.feature_names != names:
-        raise RunFolderError(f"{run_dir}: the detector was fitted on other track metrics (other layers?) than this "
-                             "run's config gives; rerun `ghost-lens track`")
-    X = tracking.metrics
+    X, x_names = detector_features(trace, tracking, cfg)
+    if x_names != names:
+        raise RunFolderError(f"{run_dir}: the detector was fitted on other feature columns (other layers?) than "
+                             "this run's config gives; rerun `ghost-lens track`")
     prob = float(detector.predict_proba(X)[0, 1])
     components = {k: float(v[0]) for k, v in detector.component_scores(X).items()}
 

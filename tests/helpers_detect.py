@@ -78,6 +78,6 @@ def make_synthetic(
 
 def fast_eval(**overrides: Any) -> EvalConfig:
     """An :class:`EvalConfig` cheap enough for unit tests."""
-    base: dict[str, Any] = {"n_folds": 4, "n_bootstrap": 300, "seed": 0}
+    base: dict[str, Any] = {"n_folds": 4, "n_bootstrap": 300, "seed": 0, "n_repeats": 1}
     base.update(overrides)
     return EvalConfig(**base)

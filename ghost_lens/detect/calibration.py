@@ -17,7 +17,7 @@ All four are monotone non-decreasing, so none changes the ranking (AUROC) of the
 
 from __future__ import annotations
 
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from scipy.optimize import minimize_scalar
@@ -59,11 +59,14 @@ class PlattCalibrator:
 
 class IsotonicCalibrator:
     def __init__(self, scores: np.ndarray, y: np.ndarray) -> None:
-        self.iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
-        self.iso.fit(np.asarray(scores, dtype=np.float64), np.asarray(y, dtype=np.float64))
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
+        iso.fit(np.asarray(scores, dtype=np.float64), np.asarray(y, dtype=np.float64))
+        # the fitted step function's knots: transform interpolates them itself, so a saved calibrator is two arrays
+        self.x = np.asarray(iso.X_thresholds_, dtype=np.float64)
+        self.y = np.asarray(iso.y_thresholds_, dtype=np.float64)
 
     def transform(self, scores: np.ndarray) -> np.ndarray:
-        return np.asarray(self.iso.predict(np.asarray(scores, dtype=np.float64)), dtype=np.float64)
+        return np.interp(np.asarray(scores, dtype=np.float64), self.x, self.y)
 
 
 class TemperatureCalibrator:
@@ -93,6 +96,38 @@ def fit_calibrator(method: CalibrationMethod, scores: np.ndarray, y: np.ndarray)
     if method == "temperature":
         return TemperatureCalibrator(scores, y)
     raise ValueError(f"unknown calibration {method!r}: expected platt, isotonic, temperature or none")
+
+
+def calibrator_state(cal: Calibrator) -> tuple[str, dict[str, float], dict[str, np.ndarray]]:
+    """``(method, scalars, arrays)``: everything a fitted calibrator holds, as numbers (no pickle)."""
+    if isinstance(cal, PlattCalibrator):
+        return "platt", {"a": cal.a, "b": cal.b}, {}
+    if isinstance(cal, IsotonicCalibrator):
+        return "isotonic", {}, {"x": cal.x, "y": cal.y}
+    if isinstance(cal, TemperatureCalibrator):
+        return "temperature", {"temperature": cal.temperature}, {}
+    if isinstance(cal, IdentityCalibrator):
+        return "none", {}, {}
+    raise TypeError(f"unknown calibrator {type(cal).__name__}")
+
+
+def calibrator_from_state(method: str, scalars: dict[str, float], arrays: dict[str, np.ndarray]) -> Calibrator:
+    """The inverse of :func:`calibrator_state`."""
+    cal: Any
+    if method == "platt":
+        cal = PlattCalibrator.__new__(PlattCalibrator)
+        cal.a, cal.b = float(scalars["a"]), float(scalars["b"])
+    elif method == "isotonic":
+        cal = IsotonicCalibrator.__new__(IsotonicCalibrator)
+        cal.x, cal.y = np.asarray(arrays["x"], dtype=np.float64), np.asarray(arrays["y"], dtype=np.float64)
+    elif method == "temperature":
+        cal = TemperatureCalibrator.__new__(TemperatureCalibrator)
+        cal.temperature = float(scalars["temperature"])
+    elif method == "none":
+        cal = IdentityCalibrator()
+    else:
+        raise ValueError(f"unknown calibration {method!r}")
+    return cal
 
 
 def choose_threshold(proba: np.ndarray, y: np.ndarray, rule: ThresholdRule) -> float:

@@ -105,16 +105,26 @@ class HallucinationDetector(ClassifierMixin, BaseEstimator):
     def from_config(
         cls, cfg: DetectorConfig, feature_names: Sequence[str], random_state: int | None = 0
     ) -> HallucinationDetector:
-        """Build from a :class:`DetectorConfig`, locating the ``entropy`` and ``churn`` columns by name."""
+        """Build from a :class:`DetectorConfig`, locating the ``entropy`` and ``churn`` columns by name.
+
+        The columns are ``tracks.entropy`` / ``tracks.churn`` of the concatenated feature groups (or plain
+        ``entropy`` / ``churn`` for a matrix of track metrics alone). Without either (the ``tracks`` group not
+        selected), the entropy and churn weights go to the classifier: its weight becomes the sum of all three.
+        """
         names = list(feature_names)
-        missing = [n for n in ("entropy", "churn") if n not in names]
+        cols = {m: next((names.index(c) for c in (f"tracks.{m}", m) if c in names), None) for m in ("entropy", "churn")}
+        weights = (cfg.entropy_weight, cfg.churn_weight, cfg.ml_weight)
+        if cols["entropy"] is None and cols["churn"] is None:
+            weights = (0.0, 0.0, cfg.entropy_weight + cfg.churn_weight + cfg.ml_weight)
+            cols = {"entropy": 0, "churn": 0}
+        missing = [m for m, c in cols.items() if c is None]
         if missing:
             raise DatasetError(f"track metrics have no {' or '.join(map(repr, missing))} column (got {names})")
         return cls(
-            entropy_weight=cfg.entropy_weight, churn_weight=cfg.churn_weight, ml_weight=cfg.ml_weight,
-            classifier=cfg.classifier, calibration=cfg.calibration, entropy_col=names.index("entropy"),
-            churn_col=names.index("churn"), orientation=cfg.orientation, calibration_cv=cfg.calibration_cv,
-            random_state=random_state,
+            entropy_weight=weights[0], churn_weight=weights[1], ml_weight=weights[2],
+            classifier=cfg.classifier, calibration=cfg.calibration, entropy_col=int(cols["entropy"]),  # type: ignore
+            churn_col=int(cols["churn"]), orientation=cfg.orientation,  # type: ignore[arg-type]
+            calibration_cv=cfg.calibration_cv, random_state=random_state,
         )
 
     def __sklearn_tags__(self) -> Any:

@@ -2,15 +2,24 @@
 
 Steps of :func:`evaluate`:
 
-1. Guards: labels 0/1 with both classes, finite track features, ids and groups of the right length.
-2. Folds: stratified group k-fold over ``groups`` (:func:`ghost_lens.detect.folds.make_folds`), shared by every
-   method: no question or entity is ever on both sides of a split.
-3. Per fold and method: everything (scalers, classifiers, orientations, calibration, threshold) is fitted on the
-   training folds only; the test fold gets probabilities. Every example ends with one out-of-fold score per method.
-4. The detector's decision threshold is chosen per fold from its inner out-of-fold probabilities on the training
+1. Guards: labels 0/1 with both classes, finite features, ids and groups of the right length.
+2. Feature groups: the detector sees the concatenation of the groups named in ``detector.features``
+   (:mod:`ghost_lens.detect.features`); a group that was not given is left out with a warning.
+3. Folds: stratified group k-fold over ``groups`` (:func:`ghost_lens.detect.folds.make_folds`), drawn
+   ``eval.n_repeats`` times with the seeds ``seed, seed + 1, ...``, shared by every method: no question or entity
+   is ever on both sides of a split.
+4. Per repeat, fold and method: everything (scalers, classifiers, orientations, calibration, threshold, the
+   stacked scorer's ``C``) is fitted on the training folds only; the test fold gets probabilities. Every example
+   ends with one out-of-fold score per method and repeat. The methods: the detector; the detector on each feature
+   group alone and on all groups together (the ablation); the baselines; the stacked scorer (confidence baselines
+   + the detector's feature groups, :mod:`ghost_lens.detect.stacked`); the controls.
+5. The detector's decision threshold is chosen per fold from its inner out-of-fold probabilities on the training
    folds (``HallucinationDetector.oof_proba_``, rule ``cfg_eval.threshold_rule``) and applied to that test fold.
-5. Metrics per method with group-bootstrap intervals (the same resamples for all, so differences are paired),
-   verdicts against the detector, controls, and the conclusion (:mod:`ghost_lens.detect.report`).
+6. Metrics per method: AUROC / AUPRC are the mean over repeats; their group-bootstrap intervals score each
+   resample on a randomly drawn repeat (the same resamples and draws for all, so differences are paired).
+   Verdicts against the detector, controls, the ablation table, "does it add to confidence?" (stacked scorer
+   against the best confidence baseline), the per-kind breakdown and the conclusion
+   (:mod:`ghost_lens.detect.report`).
 """
 
 from __future__ import annotations
@@ -18,7 +27,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,16 +41,32 @@ from ghost_lens.detect.folds import check_finite, check_labels, group_codes, mak
 from ghost_lens.detect.metrics import (
     group_bootstrap_counts,
     reliability_bins,
+    repeat_draws,
     threshold_metrics,
-    weighted_auroc,
 )
 from ghost_lens.detect.result import EvaluationResult
+from ghost_lens.detect.stacked import StackedScorer
 from ghost_lens.errors import DatasetError
 
 logger = logging.getLogger(__name__)
 
 ProgressFn = Callable[[int, int, str], None]
-"""``progress(done, total, what)``, called after each (fold, method) fit."""
+"""``progress(done, total, what)``, called after each (repeat, fold, method) fit."""
+
+CONFIDENCE_BASELINES = ("logprob", "mean_logprob", "entropy", "max_prob")
+"""The model's own confidence: the baselines the stacked scorer is compared with (and stacks)."""
+_CONFIDENCE_INPUTS = {"logprob": "answer_logprob", "mean_logprob": "answer_mean_logprob",
+                      "entropy": "output_entropy", "max_prob": "max_prob"}
+
+
+@dataclasses.dataclass
+class _Group:
+    """A feature group as the evaluation needs it (any object with these attributes will do)."""
+
+    name: str
+    values: np.ndarray
+    names: list[str]
+    description: str
 
 
 @contextlib.contextmanager
@@ -64,52 +89,95 @@ def _progress(progress: Any, total: int) -> Iterator[ProgressFn]:
         yield progress
 
 
-def _run_folds(
-    methods: list[Method], y: np.ndarray, groups: np.ndarray, fold: np.ndarray, rule: str,
+def _fit_all(
+    methods: list[Method], y: np.ndarray, groups: np.ndarray, folds: np.ndarray, seeds: list[int], rule: str,
     progress: Any,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, str]]:
-    """Out-of-fold probabilities of every method, what the detector learned in each fold, and the baselines
-    that failed to fit (name -> reason; a failing detector is an error, a failing baseline is reported)."""
-    n_folds = int(fold.max()) + 1
-    oof = {m.name: np.empty(y.size) for m in methods}
+    """Out-of-fold probabilities ``[R, N]`` of every method, what the detector learned in each repeat and fold,
+    and the baselines that failed to fit (name -> reason; a failing detector is an error, a baseline is reported)."""
+    n_rep, n_folds = folds.shape[0], int(folds.max()) + 1
+    oof = {m.name: np.empty(folds.shape) for m in methods}
     det: dict[str, Any] = {"threshold": [], "entropy_sign": [], "churn_sign": [], "out_of_fold_calibration": [],
                            "components": {}}
     failed: dict[str, str] = {}
-    with _progress(progress, n_folds * len(methods)) as report_progress:
-        _fit_all(methods, y, groups, fold, rule, oof, det, failed, report_progress)
+    total = n_rep * n_folds * len(methods)
+    done = 0
+    with _progress(progress, total) as report_progress:
+        for r in range(n_rep):
+            for key in ("threshold", "entropy_sign", "churn_sign", "out_of_fold_calibration"):
+                det[key].append([])
+            for k in range(n_folds):
+                train, test = folds[r] != k, folds[r] == k
+                for m in methods:
+                    if m.name not in failed:
+                        _fit_one(m, y, groups, train, test, r, k, seeds[r], rule, oof, det, failed)
+                    done += 1
+                    report_progress(done, total, f"repeat {r + 1}/{n_rep}, fold {k + 1}/{n_folds}: {m.name}")
     return oof, det, failed
 
 
-def _fit_all(
-    methods: list[Method], y: np.ndarray, groups: np.ndarray, fold: np.ndarray, rule: str,
-    oof: dict[str, np.ndarray], det: dict[str, Any], failed: dict[str, str], progress: ProgressFn,
+def _fit_one(
+    m: Method, y: np.ndarray, groups: np.ndarray, train: np.ndarray, test: np.ndarray, r: int, k: int, seed: int,
+    rule: str, oof: dict[str, np.ndarray], det: dict[str, Any], failed: dict[str, str],
 ) -> None:
-    """Fold after fold, fit every method on the training part and score the test part (fills the dicts)."""
-    n_folds = int(fold.max()) + 1
-    done, total = 0, n_folds * len(methods)
-    for k in range(n_folds):
-        train, test = fold != k, fold == k
-        for m in methods:
-            if m.name not in failed:
-                ym = y if m.labels is None else m.labels
-                est = m.make()
-                try:
-                    est.fit(m.X[train], ym[train], **({"groups": groups[train]} if m.pass_groups else {}))
-                    oof[m.name][test] = est.predict_proba(m.X[test])[:, 1]
-                except ValueError as exc:
-                    if m.kind == "detector":
-                        raise
-                    failed[m.name] = f"failed to fit in fold {k}: {str(exc).splitlines()[0]}"
-                    logger.warning("baseline %s %s", m.name, failed[m.name])
-                if m.name == "detector":
-                    det["threshold"].append(choose_threshold(est.oof_proba_, ym[train], rule))  # type: ignore
-                    det["entropy_sign"].append(int(est.entropy_sign_))
-                    det["churn_sign"].append(int(est.churn_sign_))
-                    det["out_of_fold_calibration"].append(bool(est.calibrated_out_of_fold_))
-                    for part, values in est.component_scores(m.X[test]).items():
-                        det["components"].setdefault(part, np.empty(y.size))[test] = values
-            done += 1
-            progress(done, total, f"fold {k + 1}/{n_folds}: {m.name}")
+    """Fit one method on one training part and score its test part (fills ``oof``, ``det`` or ``failed``)."""
+    ym = y if m.labels is None else (m.labels[r] if m.labels.ndim == 2 else m.labels)
+    est = m.make()
+    if "random_state" in est.get_params(deep=False):
+        est.set_params(random_state=seed)  # the repeat's seed: inner folds differ between repeats too
+    try:
+        est.fit(m.X[train], ym[train], **({"groups": groups[train]} if m.pass_groups else {}))
+        oof[m.name][r, test] = est.predict_proba(m.X[test])[:, 1]
+    except ValueError as exc:
+        if m.kind == "detector":
+            raise
+        failed[m.name] = f"failed to fit in repeat {r}, fold {k}: {str(exc).splitlines()[0]}"
+        logger.warning("method %s %s", m.name, failed[m.name])
+        return
+    if m.name == "detector":
+        det["threshold"][r].append(choose_threshold(est.oof_proba_, ym[train], rule))  # type: ignore[arg-type]
+        det["entropy_sign"][r].append(int(est.entropy_sign_))
+        det["churn_sign"][r].append(int(est.churn_sign_))
+        det["out_of_fold_calibration"][r].append(bool(est.calibrated_out_of_fold_))
+        for part, values in est.component_scores(m.X[test]).items():
+            det["components"].setdefault(part, np.empty(oof[m.name].shape))[r, test] = values
+
+
+def _as_groups(
+    feature_groups: Mapping[str, Any] | None, track_features: np.ndarray | None,
+    feature_names: Sequence[str] | None, n: int,
+) -> dict[str, _Group]:
+    """Feature groups checked for shape and finiteness; a bare track-metric matrix becomes the ``tracks`` group."""
+    raw: dict[str, Any] = dict(feature_groups or {})
+    if track_features is not None and "tracks" not in raw:
+        if feature_names is None:
+            raise DatasetError("track features were given without their feature names")
+        raw["tracks"] = _Group("tracks", track_features, list(feature_names), "track metrics")
+    if not raw:
+        raise DatasetError("no features for the detector: give feature_groups or track_features")
+    out: dict[str, _Group] = {}
+    for name, grp in raw.items():
+        names = list(grp.names)
+        X = check_finite(f"feature group {name!r}", grp.values, names)
+        if X.shape != (n, len(names)):
+            raise DatasetError(f"feature group {name!r} has shape {X.shape}, expected ({n}, {len(names)})")
+        out[name] = _Group(name, X, names, str(grp.description))
+    return out
+
+
+def _concat(groups: Mapping[str, _Group], names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """The columns of ``names`` side by side, named ``group.column``."""
+    X = np.concatenate([groups[g].values for g in names], axis=1)
+    return X, [f"{g}.{c}" for g in names for c in groups[g].names]
+
+
+def _kind_array(kinds: Sequence[Any] | None, n: int) -> np.ndarray | None:
+    if kinds is None:
+        return None
+    k = [None if v is None else str(v) for v in kinds]
+    if len(k) != n:
+        raise DatasetError(f"expected {n} kinds, got {len(k)}")
+    return None if all(v is None for v in k) else np.asarray(k, dtype=object)
 
 
 def evaluate(
@@ -117,16 +185,25 @@ def evaluate(
     labels: Sequence[int] | np.ndarray,
     groups: Sequence[Any] | np.ndarray,
     ids: Sequence[Any],
-    track_features: np.ndarray,
-    feature_names: Sequence[str],
     baseline_inputs: BaselineInputs,
     cfg_detector: DetectorConfig,
     cfg_eval: EvalConfig,
-    random_decoder_features: np.ndarray | None = None,
+    track_features: np.ndarray | None = None,
+    feature_names: Sequence[str] | None = None,
+    feature_groups: Mapping[str, Any] | None = None,
+    random_decoder_features: np.ndarray | Mapping[str, Any] | None = None,
+    random_decoder_description: str | None = None,
+    kinds: Sequence[Any] | None = None,
     progress: Any = None,
 ) -> EvaluationResult:
     """Evaluate the detector against its baselines and controls on shared grouped folds (module docstring).
 
+    ``feature_groups``: name -> a :class:`~ghost_lens.detect.features.FeatureGroup` (``values [N, F]``, ``names``,
+    ``description``); every group given enters the ablation, the ones in ``cfg_detector.features`` the detector.
+    ``track_features`` / ``feature_names``: a bare matrix of track metrics, taken as the ``tracks`` group.
+    ``random_decoder_features``: the detector's columns (or groups) computed on random decoder directions;
+    ``random_decoder_description`` says how (the report's text for that control).
+    ``kinds``: one kind per example (``meta["kind"]``; ``None`` where unknown) for the per-kind breakdown.
     ``progress``: a :data:`ProgressFn`, a ``rich.progress.Progress`` (an "evaluate" task is added), ``True`` (a
     transient bar) or ``None`` / ``False``.
     """
@@ -136,101 +213,229 @@ def evaluate(
     id_list = [str(i) for i in ids]
     if len(id_list) != n:
         raise DatasetError(f"expected {n} ids, got {len(id_list)}")
-    X = check_finite("track features", track_features, list(feature_names))
-    if X.shape != (n, len(feature_names)):
-        raise DatasetError(f"track features have shape {X.shape}, expected ({n}, {len(feature_names)})")
-    fold, notes = make_folds(y, g, cfg_eval.n_folds, cfg_eval.seed)
-    names = list(cfg_eval.baselines)
+    grps = _as_groups(feature_groups, track_features, feature_names, n)
+    kind = _kind_array(kinds, n)
+    warnings: list[str] = []
+    selected = [name for name in cfg_detector.features if name in grps]
+    if not selected:
+        raise DatasetError(f"none of the detector's feature groups {cfg_detector.features} was given "
+                           f"(given: {', '.join(grps)})")
+    if len(selected) < len(cfg_detector.features):
+        missing = [name for name in cfg_detector.features if name not in grps]
+        warnings.append(f"feature group(s) {', '.join(missing)} not available: the detector uses "
+                        f"{', '.join(selected)}")
+    X, names = _concat(grps, selected)
 
-    def make_detector() -> HallucinationDetector:
-        return HallucinationDetector.from_config(cfg_detector, feature_names, random_state=cfg_eval.seed)
+    seeds = [cfg_eval.seed + r for r in range(cfg_eval.n_repeats)]
+    fold_rows, notes = [], []
+    for s in seeds:
+        f, nt = make_folds(y, g, cfg_eval.n_folds, s)
+        fold_rows.append(f)
+        notes = notes or nt
+    folds = np.stack(fold_rows)
+    requested = list(cfg_eval.baselines)
 
-    make_detector()  # a missing entropy / churn column fails here, before any fitting
-    methods = [Method("detector", "detector", "entropy/churn detector on the track metrics", X, make_detector, True)]
-    baselines, skipped, probes = build_baselines(baseline_inputs, names, n, cfg_eval.probe_c)
+    def detector_on(cols: list[str]) -> Callable[[], HallucinationDetector]:
+        return lambda: HallucinationDetector.from_config(cfg_detector, cols, random_state=cfg_eval.seed)
+
+    detector_on(names)()  # a half-present tracks group (entropy without churn) fails here, before any fitting
+    methods = [Method("detector", "detector", f"the detector on {' + '.join(selected)}", X, detector_on(names),
+                      True)]
+    settings, own = ablation_settings(list(grps), selected)
+    methods += _ablation_methods(grps, settings, own, detector_on)
+    baselines, skipped, probes = build_baselines(baseline_inputs, requested, n, cfg_eval.probe_c)
     methods += baselines + probes
-    if "random_decoder" in names:
-        if random_decoder_features is None:
-            skipped["random_decoder"] = "no track metrics from random-decoder SAEs were given"
-        else:
-            Xr = check_finite("random-decoder track features", random_decoder_features, list(feature_names))
-            if Xr.shape != X.shape:
-                raise DatasetError(f"random-decoder track features have shape {Xr.shape}, expected {X.shape}")
-            methods.append(Method("random_decoder", "control", "the detector on track metrics from SAEs whose "
-                                  "decoder directions are replaced by random ones", Xr, make_detector, True))
-    if "shuffled" in names:
-        # permuted within each fold: every fold keeps its label count, so a fold-level prevalence offset (which a
-        # pooled AUROC would turn into a below-chance score) cannot masquerade as a leak
+    stacked, why = _stacked_method(baseline_inputs, X, selected, n)
+    if stacked is not None:
+        methods.append(stacked)
+    else:
+        skipped["stacked"] = why or "unavailable"
+    if "random_decoder" in requested:
+        _add_random_decoder(methods, skipped, random_decoder_features, selected, X, names, detector_on,
+                            random_decoder_description)
+    if "shuffled" in requested:
+        # permuted within each fold of each repeat: every fold keeps its label count, so a fold-level prevalence
+        # offset (which a pooled AUROC would turn into a below-chance score) cannot masquerade as a leak
         rng = np.random.default_rng(cfg_eval.seed)
-        y_perm = y.copy()
-        for k in range(int(fold.max()) + 1):
-            y_perm[fold == k] = rng.permutation(y[fold == k])
+        y_perm = np.tile(y, (folds.shape[0], 1))
+        for r in range(folds.shape[0]):
+            for k in range(int(folds[r].max()) + 1):
+                y_perm[r, folds[r] == k] = rng.permutation(y[folds[r] == k])
         methods.append(Method("shuffled", "control", "the detector fitted and scored on labels permuted within "
-                              "each fold", X, make_detector, True, labels=y_perm))
-    for name, why in skipped.items():
-        logger.info("baseline %s skipped: %s", name, why)
+                              "each fold", X, detector_on(names), True, labels=y_perm))
+    for name, reason in skipped.items():
+        logger.info("method %s skipped: %s", name, reason)
 
-    oof, det_fit, failed = _run_folds(methods, y, g, fold, cfg_eval.threshold_rule, progress)
+    oof, det_fit, failed = _fit_all(methods, y, g, folds, seeds, cfg_eval.threshold_rule, progress)
     skipped.update(failed)
     methods = [m for m in methods if m.name not in failed]
-    return _assemble(methods, oof, det_fit, y, g, id_list, fold, notes, skipped, cfg_detector, cfg_eval,
-                     list(feature_names))
+    ctx = _Context(y, g, folds, kind, cfg_detector, cfg_eval, selected, grps, names, settings, own)
+    return _assemble(ctx, methods, oof, det_fit, id_list, notes + warnings, skipped, X)
+
+
+def ablation_settings(groups: Sequence[str], selected: Sequence[str]) -> tuple[dict[str, list[str]], str]:
+    """``(label -> groups, label of the detector's own setting)``: each group alone, then ``all`` together (when
+    there are several); the detector's setting is added under ``a+b`` when it is neither."""
+    settings = {name: [name] for name in groups}
+    if len(groups) > 1:
+        settings["all"] = list(groups)
+    own = next((label for label, gs in settings.items() if set(gs) == set(selected)), "+".join(selected))
+    settings.setdefault(own, list(selected))
+    return settings, own
+
+
+def _ablation_methods(
+    grps: Mapping[str, _Group], settings: dict[str, list[str]], own: str,
+    detector_on: Callable[[list[str]], Callable[[], Any]],
+) -> list[Method]:
+    """The detector on every ablation setting but its own (which is the detector itself, not refitted)."""
+    out = []
+    for label, setting in settings.items():
+        if label == own:
+            continue
+        Xs, cols = _concat(grps, setting)
+        out.append(Method(f"ablation:{label}", "ablation", f"the detector on {' + '.join(setting)}",  # type: ignore
+                          Xs, detector_on(cols), True, extra={"groups": setting}))
+    return out
+
+
+def _stacked_method(
+    inputs: BaselineInputs, X: np.ndarray, selected: list[str], n: int
+) -> tuple[Method | None, str | None]:
+    cols, used = [], []
+    for name, attr in _CONFIDENCE_INPUTS.items():
+        v = getattr(inputs, attr, None)
+        if v is None:
+            continue
+        v = np.asarray(v, dtype=np.float64).reshape(-1)
+        if v.size == n and np.all(np.isfinite(v)):
+            cols.append(v)
+            used.append(name)
+    if not cols:
+        return None, "no confidence scores (log-prob, entropy, max prob) in the baseline inputs"
+    Xs = np.column_stack([*cols, X])
+    desc = (f"logistic regression on the confidence scores ({', '.join(used)}) + the detector's feature groups "
+            f"({' + '.join(selected)}); L2 strength chosen on grouped inner folds")
+    return Method("stacked", "stacked", desc, Xs, StackedScorer, True,  # type: ignore[arg-type]
+                  extra={"confidence_inputs": used, "feature_groups": selected}), None
+
+
+def _add_random_decoder(
+    methods: list[Method], skipped: dict[str, str], random: Any, selected: list[str], X: np.ndarray,
+    names: list[str], detector_on: Callable[[list[str]], Callable[[], Any]], description: str | None,
+) -> None:
+    if random is None:
+        skipped["random_decoder"] = "no features from random-decoder SAEs were given"
+        return
+    if isinstance(random, Mapping):
+        rgroups = _as_groups(random, None, None, X.shape[0])
+        missing = [s for s in selected if s not in rgroups]
+        if missing:
+            raise DatasetError(f"random-decoder features lack the group(s) {missing}")
+        Xr, rnames = _concat(rgroups, selected)
+        if rnames != names:
+            raise DatasetError("random-decoder feature groups have other columns than the detector's")
+        desc = (f"the detector on its groups ({' + '.join(selected)}) recomputed with the tracker on random "
+                "decoder directions")
+    else:
+        Xr = check_finite("random-decoder features", random, names)
+        desc = "the detector on features from SAEs whose decoder directions are replaced by random ones"
+    if Xr.shape != X.shape:
+        raise DatasetError(f"random-decoder features have shape {Xr.shape}, expected {X.shape}")
+    methods.append(Method("random_decoder", "control", description or desc, Xr, detector_on(names), True))
+
+
+@dataclasses.dataclass
+class _Context:
+    y: np.ndarray
+    g: np.ndarray
+    folds: np.ndarray
+    kind: np.ndarray | None
+    cfg_detector: DetectorConfig
+    cfg_eval: EvalConfig
+    selected: list[str]
+    groups: dict[str, _Group]
+    feature_names: list[str]
+    settings: dict[str, list[str]]
+    own: str
 
 
 def _assemble(
-    methods: list[Method], oof: dict[str, np.ndarray], det_fit: dict[str, Any], y: np.ndarray, g: np.ndarray,
-    ids: list[str], fold: np.ndarray, notes: list[str], skipped: dict[str, str], cfg_detector: DetectorConfig,
-    cfg_eval: EvalConfig, feature_names: list[str],
+    ctx: _Context, methods: list[Method], oof: dict[str, np.ndarray], det_fit: dict[str, Any], ids: list[str],
+    notes: list[str], skipped: dict[str, str], X: np.ndarray,
 ) -> EvaluationResult:
-    counts, codes = group_bootstrap_counts(g, cfg_eval.n_bootstrap, cfg_eval.seed)
-    boot = report.Bootstrap(counts, codes, cfg_eval.confidence)
+    y, folds, cfg_eval = ctx.y, ctx.folds, ctx.cfg_eval
+    counts, codes = group_bootstrap_counts(ctx.g, cfg_eval.n_bootstrap, cfg_eval.seed)
+    boot = report.Bootstrap(counts, codes, cfg_eval.confidence, repeat_draws(cfg_eval.n_bootstrap, folds.shape[0],
+                                                                             cfg_eval.seed))
     common = {"n_bins": cfg_eval.n_bins, "collapse_width": cfg_eval.collapse_width}
     det_scores = oof["detector"]
-    detector = report.method_entry(det_scores, y, fold, boot, kind="detector",
+    detector = report.method_entry(det_scores, y, folds, boot, kind="detector",
                                    description=methods[0].description, **common)
-    thresholds = np.asarray(det_fit["threshold"])
+    thresholds = np.asarray(det_fit["threshold"][0])
     detector.update({
-        "config": dataclasses.asdict(cfg_detector),
-        "feature_names": feature_names,
-        "threshold": {"rule": cfg_eval.threshold_rule, "per_fold": thresholds.tolist()},
-        "at_threshold": threshold_metrics(det_scores >= thresholds[fold], y),
-        "orientation": {"mode": cfg_detector.orientation, "entropy_sign_per_fold": det_fit["entropy_sign"],
-                        "churn_sign_per_fold": det_fit["churn_sign"]},
-        "calibrated_out_of_fold_per_fold": det_fit["out_of_fold_calibration"],
+        "config": dataclasses.asdict(ctx.cfg_detector),
+        "feature_groups": {name: {"n_features": len(ctx.groups[name].names), "description":
+                                  ctx.groups[name].description} for name in ctx.selected},
+        "feature_names": ctx.feature_names,
+        "threshold": {"rule": cfg_eval.threshold_rule, "per_fold": thresholds.tolist(),
+                      "per_repeat": det_fit["threshold"]},
+        "at_threshold": threshold_metrics(det_scores[0] >= thresholds[folds[0]], y),
+        "orientation": {"mode": ctx.cfg_detector.orientation, "entropy_sign_per_fold": det_fit["entropy_sign"][0],
+                        "churn_sign_per_fold": det_fit["churn_sign"][0],
+                        "entropy_sign_per_repeat": det_fit["entropy_sign"],
+                        "churn_sign_per_repeat": det_fit["churn_sign"]},
+        "calibrated_out_of_fold_per_fold": det_fit["out_of_fold_calibration"][0],
         "components": {k: boot.auroc(v, y).as_dict() for k, v in det_fit["components"].items()},
-        "reliability": reliability_bins(det_scores, y, cfg_eval.n_bins),
+        "reliability": reliability_bins(det_scores[0], y, cfg_eval.n_bins),
     })
+    by_name = {m.name: m for m in methods}
     baselines: dict[str, dict[str, Any]] = {}
     scores: dict[str, np.ndarray] = {"detector": det_scores}
     probe_auc: dict[str, float] = {}
     for m in methods[1:]:
+        if m.kind in ("ablation", "stacked"):
+            continue
         if m.name.startswith("probe_L"):
-            probe_auc[m.name] = float(weighted_auroc(oof[m.name], y, np.ones((1, y.size)))[0])
+            probe_auc[m.name] = boot.auroc(oof[m.name], y, point_only=True).value
             continue
         if m.name == "shuffled":
-            entry = report.method_entry(oof[m.name], m.labels, fold, boot, kind=m.kind,  # type: ignore[arg-type]
+            entry = report.method_entry(oof[m.name], m.labels, folds, boot, kind=m.kind,  # type: ignore[arg-type]
                                         description=m.description, **common)
             entry["verdict"] = report.chance_verdict(entry)
         else:
-            entry = report.method_entry(oof[m.name], y, fold, boot, kind=m.kind, description=m.description,
+            entry = report.method_entry(oof[m.name], y, folds, boot, kind=m.kind, description=m.description,
                                         detector_scores=det_scores, **common)
         entry.update(m.extra or {})
         baselines[m.name] = entry
         scores[m.name] = oof[m.name]
     if probe_auc:
         best = max(probe_auc, key=lambda k: probe_auc[k])
-        m_best = next(m for m in methods if m.name == best)
-        entry = report.method_entry(oof[best], y, fold, boot, kind="baseline", detector_scores=det_scores,
+        entry = report.method_entry(oof[best], y, folds, boot, kind="baseline", detector_scores=det_scores,
                                     description="logistic-regression probe on the raw residual stream; best layer "
                                     "chosen on the evaluation folds (optimistic for the baseline)", **common)
-        entry["layer"] = (m_best.extra or {})["layer"]
+        entry["layer"] = (by_name[best].extra or {})["layer"]
         entry["per_layer_auroc"] = {k.removeprefix("probe_L"): v for k, v in probe_auc.items()}
         baselines["probe"] = entry
         scores["probe"] = oof[best]
 
     # competitors first, then the controls (the order of the report, the CSV columns and the summary table)
     baselines = dict(sorted(baselines.items(), key=lambda kv: kv[1]["kind"] == "control"))
-    scores = {"detector": det_scores, **{k: scores[k] for k in baselines}}
+    stacked = None
+    if "stacked" in by_name:
+        stacked = report.method_entry(oof["stacked"], y, folds, boot, kind="stacked",
+                                      description=by_name["stacked"].description, detector_scores=det_scores,
+                                      **common)
+        stacked.update(by_name["stacked"].extra or {})
+        scores["stacked"] = oof["stacked"]
+    scores = {"detector": det_scores, **({"stacked": scores["stacked"]} if stacked else {}),
+              **{k: scores[k] for k in baselines}}
+    conf = report.adds_to_confidence(scores, y, boot, [b for b in CONFIDENCE_BASELINES if b in baselines])
+    ablation = report.ablation_table(
+        ctx.settings, ctx.own, {m.name.removeprefix("ablation:"): oof[m.name] for m in methods if m.kind ==
+                                "ablation"}, det_scores, y, boot, {n: ctx.groups[n].description for n in ctx.groups},
+    )
+    concl = report.conclusion(detector, baselines)
     warnings = list(notes)
     rng = detector["probability_range"]
     if rng["collapsed"]:
@@ -241,26 +446,46 @@ def _assemble(
         warnings.append("shuffled-label control away from chance: suspect a leak in the protocol")
     for w in warnings:
         logger.warning(w)
-    fold_sizes = np.bincount(fold).tolist()
+    by_kind = None
+    if ctx.kind is not None:
+        shown = ["detector", *(["stacked"] if stacked else []),
+                 *dict.fromkeys(b for b in (concl["best_baseline"], conf.get("best_confidence_baseline")) if b)]
+        by_kind = report.kind_breakdown(ctx.kind, {k: scores[k] for k in shown}, y, ctx.g, boot)
+    fold_sizes = np.bincount(folds[0]).tolist()
     metrics = {
         "schema_version": report.SCHEMA_VERSION,
-        "dataset": {"n_examples": int(y.size), "n_groups": int(np.unique(g).size), "n_positive": int(y.sum()),
+        "dataset": {"n_examples": int(y.size), "n_groups": int(np.unique(ctx.g).size), "n_positive": int(y.sum()),
                     "positive_rate": float(y.mean())},
         "protocol": {
             "splitter": "StratifiedGroupKFold", "n_folds": len(fold_sizes), "n_folds_requested": cfg_eval.n_folds,
-            "fold_sizes": fold_sizes, "fold_positive_rates": [float(y[fold == k].mean()) for k in
+            "n_repeats": int(folds.shape[0]), "fold_seeds": [cfg_eval.seed + r for r in range(folds.shape[0])],
+            "fold_sizes": fold_sizes, "fold_positive_rates": [float(y[folds[0] == k].mean()) for k in
                                                               range(len(fold_sizes))],
             "seed": cfg_eval.seed, "threshold_rule": cfg_eval.threshold_rule, "n_bins": cfg_eval.n_bins,
             "collapse_width": cfg_eval.collapse_width,
             "bootstrap": {"unit": "group", "n_resamples": cfg_eval.n_bootstrap, "confidence": cfg_eval.confidence,
-                          "interval": "percentile", "paired": True},
+                          "interval": "percentile", "paired": True,
+                          "repeats": "each resample is scored on one repeat drawn uniformly at random"},
         },
         "detector": detector,
+        "stacked": stacked,
+        "adds_to_confidence": conf,
+        "ablation": ablation,
+        "by_kind": by_kind,
         "baselines": baselines,
         "skipped": skipped,
-        "conclusion": report.conclusion(detector, baselines),
+        "conclusion": concl,
+        "headline": conf.get("statement"),
         "warnings": warnings,
     }
-    logger.info(metrics["conclusion"]["statement"])
-    extra = {"shuffled_label": next(m.labels for m in methods if m.name == "shuffled")} if "shuffled" in scores else {}
-    return EvaluationResult(metrics, ids, [str(x) for x in g], fold, y, scores, extra)
+    logger.info(concl["statement"])
+    if conf.get("statement"):
+        logger.info(conf["statement"])
+    extra: dict[str, np.ndarray] = {}
+    if "shuffled" in scores:
+        extra["shuffled_label"] = by_name["shuffled"].labels[0]  # type: ignore[index]
+    if ctx.kind is not None:
+        extra["kind"] = np.asarray(["" if k is None else k for k in ctx.kind], dtype=object)
+    return EvaluationResult(metrics, ids, [str(x) for x in ctx.g], folds[0], y, {k: v[0] for k, v in scores.items()},
+                            extra, repeat_scores=scores, repeat_folds=folds,
+                            detector_inputs=(X, ctx.feature_names, ctx.selected))

@@ -86,28 +86,61 @@ def bootstrap_metric(
     codes: np.ndarray,
     confidence: float,
     diff_with: np.ndarray | None = None,
+    *,
+    repeat: np.ndarray | None = None,
+    mask: np.ndarray | None = None,
 ) -> Interval:
     """Point estimate and percentile interval of ``metric`` over group resamples.
 
     With ``diff_with`` (another method's scores on the same examples), the statistic is
     ``metric(scores) - metric(diff_with)`` on each resample: a paired bootstrap of the difference.
+
+    Repeated cross-validation: ``scores`` (and ``diff_with``, and ``labels`` where they differ per repeat) may be
+    ``[R, N]``, one row of out-of-fold scores per repeat. The point estimate is then the mean over repeats of the
+    metric, and resample ``b`` is scored on repeat ``repeat[b]`` (``[B]`` ints in ``[0, R)``): the interval holds
+    the variance of refitting on other folds as well as the variance of which groups were asked. ``mask`` (``[N]``
+    bool) restricts every statistic to a subset of the examples (a per-kind breakdown) on the same resamples.
     """
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels)
+    s2 = np.atleast_2d(np.asarray(scores, dtype=np.float64))
+    d2 = None if diff_with is None else np.atleast_2d(np.asarray(diff_with, dtype=np.float64))
+    y2 = np.atleast_2d(np.asarray(labels))
+    n_rep, n = s2.shape
+    keep = np.ones(n, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+    if repeat is None:
+        repeat = np.zeros(counts.shape[0], dtype=np.int64)
+    if n_rep > 1 and int(np.max(repeat, initial=0)) >= n_rep:
+        raise ValueError(f"resamples draw repeats up to {int(np.max(repeat))}, scores hold {n_rep}")
 
-    def stat(w: np.ndarray) -> np.ndarray:
-        out = metric(scores, labels, w)
-        return out - metric(np.asarray(diff_with, dtype=np.float64), labels, w) if diff_with is not None else out
+    def row(a: np.ndarray, r: int) -> np.ndarray:
+        return a[min(r, a.shape[0] - 1)][keep]
 
-    point = float(stat(np.ones((1, scores.size)))[0])
-    chunk = max(1, _CHUNK_CELLS // max(scores.size, 1))
-    values = np.concatenate([stat(counts[i : i + chunk][:, codes]) for i in range(0, counts.shape[0], chunk)])
+    def stat(r: int, w: np.ndarray) -> np.ndarray:
+        out = metric(row(s2, r), row(y2, r), w)
+        return out - metric(row(d2, r), row(y2, r), w) if d2 is not None else out
+
+    point = float(np.mean([stat(r, np.ones((1, int(keep.sum()))))[0] for r in range(n_rep)]))
+    chunk = max(1, _CHUNK_CELLS // max(n, 1))
+    parts = []
+    for r in range(n_rep):
+        sel = counts[repeat == r] if n_rep > 1 else counts
+        w_all = sel[:, codes][:, keep] if sel.size else np.empty((0, int(keep.sum())))
+        parts += [stat(r, w_all[i : i + chunk]) for i in range(0, w_all.shape[0], chunk)]
+        if n_rep == 1:
+            break
+    values = np.concatenate(parts) if parts else np.empty(0)
     values = values[np.isfinite(values)]
     if values.size == 0:
         return Interval(point, float("nan"), float("nan"), 0)
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(values, [alpha, 1.0 - alpha])
     return Interval(point, float(low), float(high), int(values.size))
+
+
+def repeat_draws(n_boot: int, n_repeats: int, seed: int) -> np.ndarray:
+    """``[B]``: the cross-validation repeat each bootstrap resample is scored on (uniform, seeded)."""
+    if n_repeats <= 1:
+        return np.zeros(n_boot, dtype=np.int64)
+    return np.random.default_rng([seed, 1]).integers(0, n_repeats, size=n_boot)
 
 
 def reliability_bins(proba: np.ndarray, labels: np.ndarray, n_bins: int = 10) -> dict[str, list[float]]:

@@ -28,22 +28,35 @@ from ghost_lens.detect.metrics import (
     weighted_average_precision,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DETECTOR_ABOVE, BASELINE_ABOVE, NOT_SEPARABLE = "detector above", "baseline above", "not separable"
 NEAR_CHANCE, AWAY_FROM_CHANCE = "near chance", "away from chance"
+ADDS, ADDS_NOTHING, WORSE = "adds", "nothing measurable", "worse"
 
 
 class Bootstrap:
-    """The group resamples shared by every method (which is what makes the differences paired)."""
+    """The group resamples shared by every method (which is what makes the differences paired), and the
+    cross-validation repeat each resample is scored on (``repeat [B]``; all zeros for a single split)."""
 
-    def __init__(self, counts: np.ndarray, codes: np.ndarray, confidence: float) -> None:
+    def __init__(self, counts: np.ndarray, codes: np.ndarray, confidence: float,
+                 repeat: np.ndarray | None = None) -> None:
         self.counts, self.codes, self.confidence = counts, codes, confidence
+        self.repeat = np.zeros(counts.shape[0], dtype=np.int64) if repeat is None else np.asarray(repeat)
 
-    def auroc(self, scores: np.ndarray, labels: np.ndarray, diff_with: np.ndarray | None = None) -> Interval:
-        return bootstrap_metric(weighted_auroc, scores, labels, self.counts, self.codes, self.confidence, diff_with)
+    def auroc(self, scores: np.ndarray, labels: np.ndarray, diff_with: np.ndarray | None = None, *,
+              mask: np.ndarray | None = None, point_only: bool = False) -> Interval:
+        """AUROC (mean over the rows of ``[R, N]`` scores) with its interval; ``point_only`` skips the resamples."""
+        counts, repeat = (self.counts[:0], self.repeat[:0]) if point_only else (self.counts, self.repeat)
+        return bootstrap_metric(weighted_auroc, scores, labels, counts, self.codes, self.confidence, diff_with,
+                                repeat=repeat, mask=mask)
 
     def auprc(self, scores: np.ndarray, labels: np.ndarray) -> Interval:
-        return bootstrap_metric(weighted_average_precision, scores, labels, self.counts, self.codes, self.confidence)
+        return bootstrap_metric(weighted_average_precision, scores, labels, self.counts, self.codes,
+                                self.confidence, repeat=self.repeat)
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    return np.atleast_2d(np.asarray(a))
 
 
 def per_fold_auroc(scores: np.ndarray, labels: np.ndarray, fold: np.ndarray) -> list[float | None]:
@@ -81,25 +94,117 @@ def method_entry(
     collapse_width: float,
     detector_scores: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Metrics of one method's out-of-fold probabilities; with ``detector_scores``, the paired difference."""
+    """Metrics of one method's out-of-fold probabilities (``[N]``, or ``[R, N]`` with ``fold [R, N]`` under
+    repeated cross-validation); with ``detector_scores``, the paired difference.
+
+    AUROC / AUPRC: mean over repeats, intervals from the repeat-drawing bootstrap. Per-fold AUROCs, ECE, Brier and
+    the probability range: the first repeat (the split written to ``predictions.csv``)."""
+    s2, f2, y2 = _rows(scores).astype(np.float64), _rows(fold), _rows(labels)
+    within = [within_fold_auroc(s2[r], y2[min(r, len(y2) - 1)], f2[r]) for r in range(s2.shape[0])]
     entry: dict[str, Any] = {
         "kind": kind,
         "description": description,
-        "auroc": boot.auroc(scores, labels).as_dict(),
-        "auprc": boot.auprc(scores, labels).as_dict(),
-        "auroc_per_fold": per_fold_auroc(scores, labels, fold),
-        "auroc_within_folds": within_fold_auroc(scores, labels, fold),
-        "ece": expected_calibration_error(scores, labels, n_bins),
-        "brier": brier_score(scores, labels),
-        "probability_range": probability_range(scores, collapse_width),
+        "auroc": boot.auroc(s2, y2).as_dict(),
+        "auprc": boot.auprc(s2, y2).as_dict(),
+        "auroc_per_repeat": [boot.auroc(s2[r], y2[min(r, len(y2) - 1)], point_only=True).value
+                             for r in range(s2.shape[0])],
+        "auroc_per_fold": per_fold_auroc(s2[0], y2[0], f2[0]),
+        "auroc_within_folds": None if any(w is None for w in within) else float(np.mean(within)),  # type: ignore
+        "ece": expected_calibration_error(s2[0], y2[0], n_bins),
+        "brier": brier_score(s2[0], y2[0]),
+        "probability_range": probability_range(s2[0], collapse_width),
     }
     if detector_scores is not None:
-        diff = boot.auroc(detector_scores, labels, diff_with=scores)
+        diff = boot.auroc(detector_scores, y2, diff_with=s2)
         entry["auroc_diff_vs_detector"] = diff.as_dict()
         entry["verdict"] = (
             DETECTOR_ABOVE if diff.ci_low > 0 else BASELINE_ABOVE if diff.ci_high < 0 else NOT_SEPARABLE
         )
     return entry
+
+
+def adds_to_confidence(
+    scores: dict[str, np.ndarray], labels: np.ndarray, boot: Bootstrap, confidence: list[str]
+) -> dict[str, Any]:
+    """"Do the SAE features add to the model's confidence?": the stacked scorer against the best confidence
+    baseline, by the paired (repeat-drawing) group bootstrap of ``AUROC(stacked) - AUROC(baseline)``.
+
+    The baseline is the confidence baseline with the highest out-of-fold AUROC on the evaluation folds: a choice
+    made on the same scores, optimistic for the baseline, hence conservative for a claim that SAE features add.
+    """
+    if "stacked" not in scores:
+        return {"available": False, "reason": "the stacked scorer did not run", "statement": None}
+    if not confidence:
+        return {"available": False, "reason": "no confidence baseline ran", "statement": None}
+    cand = {b: boot.auroc(scores[b], labels, point_only=True).value for b in confidence}
+    best = max(cand, key=lambda b: cand[b])
+    diff = boot.auroc(scores["stacked"], labels, diff_with=scores[best])
+    st, bl = boot.auroc(scores["stacked"], labels), boot.auroc(scores[best], labels)
+    verdict = ADDS if diff.ci_low > 0 else WORSE if diff.ci_high < 0 else ADDS_NOTHING
+    d = f"{diff.value:+.3f} [{diff.ci_low:+.3f}, {diff.ci_high:+.3f}]"
+    ctx = f"(stacked scorer {_fmt(st.as_dict())} vs {best} {_fmt(bl.as_dict())}, paired group bootstrap)"
+    statement = {
+        ADDS: f"SAE features add {d} AUROC to the model's confidence {ctx}.",
+        ADDS_NOTHING: f"SAE features add nothing measurable to the model's confidence: {d} AUROC {ctx}.",
+        WORSE: f"SAE features make the model's confidence worse when stacked with it: {d} AUROC {ctx}.",
+    }[verdict]
+    return {
+        "available": True,
+        "best_confidence_baseline": best,
+        "selection": "the confidence baseline with the highest out-of-fold AUROC (mean over repeats) on these "
+                     "folds: chosen on the evaluation scores, optimistic for the baseline",
+        "candidates": cand,
+        "stacked_auroc": st.as_dict(),
+        "baseline_auroc": bl.as_dict(),
+        "auroc_diff": diff.as_dict(),
+        "verdict": verdict,
+        "statement": statement,
+    }
+
+
+def ablation_table(
+    settings: dict[str, list[str]], own: str, scores: dict[str, np.ndarray], detector_scores: np.ndarray,
+    labels: np.ndarray, boot: Bootstrap, descriptions: dict[str, str],
+) -> dict[str, Any]:
+    """Each feature-group setting (label -> groups: each group alone, ``all`` together) on the same folds: AUROC,
+    AUPRC and the paired difference against the detector. The row ``own`` (the detector's setting) holds the
+    detector's own scores."""
+    rows: dict[str, Any] = {}
+    for label, groups in settings.items():
+        is_det = label == own
+        s = detector_scores if is_det else scores.get(label)
+        if s is None:  # that setting failed to fit
+            continue
+        rows[label] = {
+            "groups": groups, "is_detector": is_det,
+            "auroc": boot.auroc(s, labels).as_dict(), "auprc": boot.auprc(s, labels).as_dict(),
+            "auroc_diff_vs_detector": None if is_det else boot.auroc(detector_scores, labels, diff_with=s).as_dict(),
+        }
+    best = max(rows, key=lambda k: rows[k]["auroc"]["value"]) if rows else None
+    return {"detector_setting": own, "groups": descriptions, "rows": rows, "best": best}
+
+
+def kind_breakdown(
+    kind: np.ndarray, scores: dict[str, np.ndarray], labels: np.ndarray, groups: np.ndarray, boot: Bootstrap
+) -> dict[str, Any]:
+    """AUROC per kind (``meta["kind"]``) for the methods in ``scores``, on the run's resamples restricted to the
+    examples of that kind; a kind holding one class gets no AUROC and a note saying so."""
+    out: dict[str, Any] = {}
+    for k in sorted({str(v) for v in kind if v is not None}):
+        mask = np.asarray([v == k for v in kind])
+        n_pos = int(labels[mask].sum())
+        row: dict[str, Any] = {"n": int(mask.sum()), "n_positive": n_pos,
+                               "n_groups": int(np.unique(groups[mask]).size)}
+        if n_pos in (0, int(mask.sum())):
+            row["one_class"] = True
+            row["note"] = f"all {row['n']} examples are labelled {1 if n_pos else 0}: no AUROC"
+            row["auroc"] = {m: None for m in scores}
+        else:
+            row["one_class"] = False
+            row["auroc"] = {m: boot.auroc(s, labels, mask=mask).as_dict() for m, s in scores.items()}
+        out[k] = row
+    n_none = int(sum(v is None for v in kind))
+    return {"key": "kind", "methods": list(scores), "kinds": out, "n_without_kind": n_none}
 
 
 def chance_verdict(entry: dict[str, Any]) -> str:

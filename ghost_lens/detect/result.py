@@ -1,8 +1,9 @@
 """What :func:`ghost_lens.detect.evaluate` returns, and how it is written into a run folder.
 
 Files (names from :mod:`ghost_lens.constants`): ``detection_metrics.json`` (schema: ``docs/detection_metrics.md``),
-``predictions.csv`` (one row per example: ``id, group, fold, label, detector, <baseline>..., shuffled_label``; every
-score is an out-of-fold probability of hallucination), ``roc.png`` and ``reliability.png``.
+``predictions.csv`` (one row per example: ``id, group, fold, label, detector, stacked, <baseline>...,
+shuffled_label, kind``; every score is an out-of-fold probability of hallucination from the first cross-validation
+repeat, whose fold the ``fold`` column gives), ``roc.png`` and ``reliability.png`` (the same repeat).
 """
 
 from __future__ import annotations
@@ -37,7 +38,14 @@ class EvaluationResult:
     scores: dict[str, np.ndarray]
     """Out-of-fold probability of hallucination per method: ``detector`` first, then baselines and controls."""
     extra_columns: dict[str, np.ndarray] = field(default_factory=dict)
-    """Further per-example columns of the predictions file (``shuffled_label``)."""
+    """Further per-example columns of the predictions file (``shuffled_label``, ``kind``)."""
+    repeat_scores: dict[str, np.ndarray] | None = field(default=None, repr=False)
+    """``[R, N]`` out-of-fold scores per method and cross-validation repeat (``scores`` holds row 0)."""
+    repeat_folds: np.ndarray | None = field(default=None, repr=False)
+    """``[R, N]`` test fold of every example in each repeat (``folds`` is row 0)."""
+    detector_inputs: tuple[np.ndarray, list[str], list[str]] | None = field(default=None, repr=False)
+    """``(X [N, F], column names, feature groups)``: what the detector was evaluated on (the final detector of a
+    run is refitted on it)."""
 
     @property
     def predictions(self) -> list[dict[str, Any]]:
@@ -51,10 +59,14 @@ class EvaluationResult:
         return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
     def summary_rows(self) -> list[SummaryRow]:
-        """``(name, auroc, ci_low, ci_high, auprc, verdict)`` for the detector, then every baseline and control."""
+        """``(name, auroc, ci_low, ci_high, auprc, verdict)`` for the detector, the stacked scorer, then every
+        baseline and control (verdicts against the detector)."""
         det = self.metrics["detector"]
         verdict = "above chance" if self.metrics["conclusion"]["detector_above_chance"] else "not above chance"
         rows: list[SummaryRow] = [("detector", *_auc_row(det), verdict)]
+        stacked = self.metrics.get("stacked")
+        if stacked:
+            rows.append(("stacked (confidence + SAE)", *_auc_row(stacked), stacked["verdict"]))
         for name, entry in self.metrics["baselines"].items():
             label = f"{name} (L{entry['layer']})" if "layer" in entry else name
             rows.append((label, *_auc_row(entry), entry["verdict"]))

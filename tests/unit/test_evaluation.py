@@ -126,7 +126,7 @@ def test_save_writes_strict_json_predictions_and_plots(tracks_result, tmp_path):
     for name in (DETECTION_METRICS, PREDICTIONS, ROC_PLOT, RELIABILITY_PLOT):
         assert (tmp_path / name).is_file()
     metrics = json.loads((tmp_path / DETECTION_METRICS).read_text(), parse_constant=lambda c: pytest.fail(c))
-    assert metrics["schema_version"] == 1 and paths["metrics"].name == DETECTION_METRICS
+    assert metrics["schema_version"] == 2 and paths["metrics"].name == DETECTION_METRICS
     with (tmp_path / PREDICTIONS).open() as fh:
         rows = list(csv.DictReader(fh))
     assert list(rows[0])[:5] == ["id", "group", "fold", "label", "detector"]
@@ -141,7 +141,7 @@ def test_missing_inputs_are_skipped_with_a_reason():
           "random_decoder_features": None}
     res = evaluate(**kw, cfg_detector=DetectorConfig(), cfg_eval=fast_eval(baselines=["length", "text", "probe",
                                                                                        "random_decoder"]))
-    assert set(res.metrics["skipped"]) == {"text", "probe", "random_decoder"}
+    assert set(res.metrics["skipped"]) == {"text", "probe", "random_decoder", "stacked"}  # stacked: no confidence
     assert set(res.metrics["baselines"]) == {"length"}
 
 
@@ -203,7 +203,7 @@ def test_a_baseline_failing_to_fit_is_reported_not_fatal_and_progress_is_reporte
                                                                          answer_text=texts)},
                    cfg_detector=DetectorConfig(), cfg_eval=fast_eval(baselines=["length", "text"]),
                    progress=lambda done, total, what: calls.append((done, total)))
-    assert res.metrics["skipped"]["text"].startswith("failed to fit in fold")
+    assert res.metrics["skipped"]["text"].startswith("failed to fit in repeat 0, fold")
     assert "text" not in res.metrics["baselines"] and "text" not in res.scores
     assert calls[-1] == (12, 12)  # 4 folds x (detector, length, text)
 
@@ -217,6 +217,6 @@ def test_progress_accepts_the_pipeline_conventions(progress):
     if progress == "rich":
         with Progress(disable=True) as bar:
             evaluate(**data.kwargs(), cfg_detector=DetectorConfig(), cfg_eval=cfg, progress=bar)
-            assert bar.tasks[0].completed == bar.tasks[0].total == 4
+            assert bar.tasks[0].completed == bar.tasks[0].total == 6  # 2 folds x (detector, length, stacked)
     else:
         evaluate(**data.kwargs(), cfg_detector=DetectorConfig(), cfg_eval=cfg, progress=progress)
