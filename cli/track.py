@@ -6,6 +6,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from ghost_lens_cli._common import ConfigOpt, SetOpt, console, handle_errors, load_run_config
 from ghost_lens_cli.saes import LayersOpt, ModelOpt, ReleaseOpt, SaeDirOpt, parse_layers
@@ -13,7 +14,8 @@ from ghost_lens_cli.saes import LayersOpt, ModelOpt, ReleaseOpt, SaeDirOpt, pars
 DatasetOpt = Annotated[
     str | None,
     typer.Option("--dataset", "-d",
-                 help="toy-facts | toy-facts-statement | truthfulqa | halueval | a .csv/.jsonl path."),
+                 help="toy-facts | toy-facts-statement | world-facts (the model answers real fact questions) | "
+                      "world-facts-statement | truthfulqa | halueval | a .csv/.jsonl path."),
 ]
 NumOpt = Annotated[int | None, typer.Option("--num-samples", "-n", help="Use at most N examples (whole groups).")]
 
@@ -38,6 +40,22 @@ def summary_table(rows: list[tuple], title: str):
     return table
 
 
+def ablation_table(rows: dict):
+    """The detector on each feature group alone and on all of them (same folds); its own setting in bold."""
+    from rich.table import Table
+
+    table = Table(title="feature groups (ablation, same folds)", header_style="bold", title_justify="left")
+    for col, just in (("features", "left"), ("AUROC", "right"), ("95% CI", "right"), ("vs detector", "right")):
+        table.add_column(col, justify=just)
+    for name, r in rows.items():
+        a, d = r["auroc"], r.get("auroc_diff_vs_detector")
+        table.add_row(f"{name} (detector)" if r["is_detector"] else name, f"{a['value']:.3f}",
+                      f"[{a['ci_low']:.3f}, {a['ci_high']:.3f}]",
+                      "" if d is None else f"{d['value']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}]",
+                      style="bold" if r["is_detector"] else None)
+    return table
+
+
 def track(
     model: ModelOpt = None,
     sae_release: ReleaseOpt = None,
@@ -58,17 +76,26 @@ def track(
 
 @handle_errors
 def _track(model, sae_release, sae_dir, dataset, config, layers, num_samples, out, force, set_) -> None:
+    from ghost_lens.config import prefer_typed_sae_source, with_default_sae_source
     from ghost_lens.constants import REPORT
     from ghost_lens.report import split_description
     from ghost_lens.runner import run_track
 
     fields = {"model": model, "sae_release": sae_release, "sae_dir": sae_dir, "dataset": dataset,
               "num_samples": num_samples, "capture.layers": parse_layers(layers)}
-    cfg = load_run_config(config, set_, **fields)  # --sae-dir takes precedence over sae_release
+    cfg = load_run_config(config, set_, **fields)
+    cfg = prefer_typed_sae_source(cfg, sae_release=sae_release, sae_dir=sae_dir)
+    cfg = with_default_sae_source(cfg)  # no source named: the model's built-in bundle (toy-facts-res ...)
     out = out or default_out(cfg.model, cfg.dataset)
     run = run_track(cfg, out, force=force, progress=True, argv=sys.argv)
     ev = run.evaluation
-    console.print(summary_table(ev.summary_rows(), f"{cfg.model} on {cfg.dataset}"))
+    console.print(summary_table(ev.summary_rows(), escape(f"{cfg.model} on {cfg.dataset}")))
     console.print(f"[dim]split: {split_description(ev.metrics)}[/]", highlight=False)
     console.print(ev.metrics["conclusion"]["statement"], highlight=False)
-    console.print(f"run folder: [bold]{run.path}[/]  (read {run.path / REPORT} first)")
+    if ev.metrics.get("headline"):
+        console.print(f"[bold]Does it add to confidence?[/] {ev.metrics['headline']}", highlight=False)
+    ablation = (ev.metrics.get("ablation") or {}).get("rows") or {}
+    if len(ablation) > 1:
+        console.print(ablation_table(ablation))
+    console.print(f"run folder: [bold]{escape(str(run.path))}[/]  (read {escape(str(run.path / REPORT))} first)",
+                  soft_wrap=True)

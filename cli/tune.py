@@ -56,17 +56,22 @@ def tune(
                                              "detector.* (default: the seed research's four settings).")] = None,
     optuna: Annotated[int, typer.Option("--optuna", help="Also run N Optuna TPE trials (pip install "
                                         "'ghost-lens[tune]').", min=0)] = 0,
+    storage: Annotated[str | None, typer.Option("--storage", help="Optuna RDB URL shared by several workers "
+                                                "(sqlite:///study.db on one host, postgresql://user:pw@host/db "
+                                                "for many); start the same command in each worker.")] = None,
+    study_name: Annotated[str | None, typer.Option("--study-name", help="Study in --storage (default: from the "
+                                                   "run folder's name).")] = None,
     n_bootstrap: Annotated[int | None, typer.Option("--n-bootstrap", help="Bootstrap resamples per point "
                                                     "(default: the run's).")] = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Results JSON (default RUN/tune_results.json).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing results file.")] = False,
 ) -> None:
     """Compare tracker settings on a run's saved capture and folds, sorted by the detector's AUROC."""
-    _tune(run, grid, optuna, n_bootstrap, out, force)
+    _tune(run, grid, optuna, storage, study_name, n_bootstrap, out, force)
 
 
 @handle_errors
-def _tune(run, grid, optuna, n_bootstrap, out, force) -> None:
+def _tune(run, grid, optuna, storage, study_name, n_bootstrap, out, force) -> None:
     from rich.markup import escape
 
     from ghost_lens.runner import make_progress
@@ -77,7 +82,8 @@ def _tune(run, grid, optuna, n_bootstrap, out, force) -> None:
     path = results_path(run_dir, out, force=force)
     points = load_grid(grid) if grid else None
     with make_progress(True) as prog:
-        result = tune_run(run_dir, points, n_bootstrap=n_bootstrap, optuna_trials=optuna, progress=prog)
+        result = tune_run(run_dir, points, n_bootstrap=n_bootstrap, optuna_trials=optuna,
+                            storage=storage, study_name=study_name, progress=prog)
     result.save(path)
     console.print(results_table(result))
     if any(p.same_as_run for p in result.points):

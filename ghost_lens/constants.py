@@ -16,6 +16,8 @@ PREDICTIONS = "predictions.csv"
 ROC_PLOT = "roc.png"
 RELIABILITY_PLOT = "reliability.png"
 TRACK_PLOT = "tracks_example.png"
+DETECTOR_ARRAYS = "detector.safetensors"
+DETECTOR_META = "detector.json"
 
 # run folder
 MANIFEST = "manifest.json"

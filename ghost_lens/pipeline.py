@@ -43,12 +43,16 @@ class PipelineResult:
     random_tracking: TrackingResult | None = None
 
 
-def load_model_and_bundle(cfg: RunConfig, progress: bool = True) -> tuple[HookedTransformer, SAEBundle]:
-    """The config's model and SAE bundle, validated (d_in, hooks, layers, one hook kind)."""
+def load_model_and_bundle(
+    cfg: RunConfig, progress: bool = True, model: HookedTransformer | None = None
+) -> tuple[HookedTransformer, SAEBundle]:
+    """The config's model (unless ``model``, already loaded, is given) and SAE bundle, validated (d_in, hooks,
+    layers, one hook kind)."""
     from ghost_lens.models import load_model
     from ghost_lens.saes.sources import load_bundle
 
-    model = load_model(cfg.model, device=cfg.device, world_cfg=cfg.world)
+    if model is None:
+        model = load_model(cfg.model, device=cfg.device, world_cfg=cfg.world)
     bundle = load_bundle(
         model,
         release=None if cfg.sae_dir else cfg.sae_release,
@@ -87,7 +91,14 @@ def capture(
         model_name=model_name or getattr(model.cfg, "model_name", None), sae_info=sae_info,
     )
     add_vocab(trace, model)
+    trace.meta["example_meta"] = [example_meta(ex) for ex in examples]
     return trace
+
+
+def example_meta(example: Example) -> dict[str, Any]:
+    """The JSON-scalar entries of an example's ``meta`` (``kind``, ``relation``...), kept in the capture so the
+    evaluation can break its AUROCs down by kind."""
+    return {str(k): v for k, v in (example.meta or {}).items() if v is None or isinstance(v, str | int | float | bool)}
 
 
 def describe_saes(saes: Mapping[int, SAE]) -> dict[str, Any]:
@@ -125,26 +136,56 @@ def track(trace: FeatureTrace, cfg: TrackerConfig | None = None, *, decoder_mode
 
 def evaluate(trace: FeatureTrace, tracking: TrackingResult, cfg: RunConfig | None = None, *,
              random_tracking: TrackingResult | None = None, progress: Any = False) -> EvaluationResult:
-    """The detector and the baselines on the same group-wise folds."""
+    """The detector (on its feature groups), the ablation, the stacked scorer and the baselines on the same
+    group-wise folds, broken down by ``meta["kind"]`` when the capture's examples carry one."""
     from ghost_lens.detect.evaluation import BaselineInputs
     from ghost_lens.detect.evaluation import evaluate as _evaluate
+    from ghost_lens.detect.features import build_feature_groups
 
     cfg = cfg or RunConfig()
-    eval_cfg = cfg.eval
     if random_tracking is None:
         random_tracking = control_tracking(trace, cfg)
+    groups = build_feature_groups(trace, tracking, cfg)
+    random_groups = None
+    if random_tracking is not None and "tracks" in cfg.detector.features:
+        # the tracks group from random decoder directions; the other groups as they are (see the control's text)
+        random_groups = {**{k: groups[k] for k in cfg.detector.features if k in groups},
+                         **build_feature_groups(trace, random_tracking, cfg, names=["tracks"])}
     return _evaluate(
         labels=trace.labels,
         groups=trace.groups,
         ids=trace.ids,
-        track_features=tracking.metrics,
-        feature_names=tracking.feature_names,
+        feature_groups=groups,
         baseline_inputs=BaselineInputs.from_trace(trace),
         cfg_detector=cfg.detector,
-        cfg_eval=eval_cfg,
-        random_decoder_features=None if random_tracking is None else random_tracking.metrics,
+        cfg_eval=cfg.eval,
+        random_decoder_features=random_groups,
+        random_decoder_description=(
+            f"the detector on its groups ({' + '.join(cfg.detector.features)}) with the tracks group recomputed by "
+            "the tracker on random decoder directions (the other groups unchanged)"),
+        kinds=example_kinds(trace),
         progress=progress,
     )
+
+
+def example_kinds(trace: FeatureTrace) -> list[Any] | None:
+    """``meta["kind"]`` of every example when the capture recorded the examples' meta (else ``None``)."""
+    metas = trace.meta.get("example_meta")
+    if not isinstance(metas, list) or len(metas) != trace.n_examples:
+        return None
+    kinds = [m.get("kind") if isinstance(m, dict) else None for m in metas]
+    return None if all(k is None for k in kinds) else kinds
+
+
+def detector_features(trace: FeatureTrace, tracking: TrackingResult, cfg: RunConfig) -> tuple[Any, list[str]]:
+    """``(X [N, F], column names)``: the detector's feature groups side by side (``group.column``), as evaluated."""
+    import numpy as np
+
+    from ghost_lens.detect.features import build_feature_groups
+
+    groups = build_feature_groups(trace, tracking, cfg, names=cfg.detector.features)
+    X = np.concatenate([g.values for g in groups.values()], axis=1)
+    return X, [f"{name}.{c}" for name, g in groups.items() for c in g.names]
 
 
 def control_tracking(trace: FeatureTrace, cfg: RunConfig, *, progress: Any = False) -> TrackingResult | None:
@@ -184,7 +225,7 @@ def tokens_for_quality(model: HookedTransformer, cfg: RunConfig, num_samples: in
     from ghost_lens.errors import DatasetError
 
     examples = load_examples(cfg.dataset, num_samples=num_samples, seed=cfg.seed, world_cfg=cfg.world)
-    ids = torch.cat([model.to_tokens(f"{ex.prompt} {ex.answer}", prepend_bos=True)[0] for ex in examples])
+    ids = torch.cat([model.to_tokens(f"{ex.prompt} {ex.answer}")[0] for ex in examples])
     ctx = min(context, model.cfg.n_ctx)
     n_rows = len(ids) // ctx
     if n_rows == 0:

@@ -7,7 +7,7 @@ Run folder layout (names in :mod:`ghost_lens.constants`)::
       capture/   capture.safetensors  decoders.safetensors  capture.json
       graphs/    graphs.jsonl.gz (node-link JSON, one line per example)
       track_metrics.json  tracking_summary.json  tracks_example.png
-      detection_metrics.json  predictions.csv  roc.png  reliability.png  detector.joblib
+      detection_metrics.json  predictions.csv  roc.png  reliability.png  detector.safetensors  detector.json
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from typing import Any
 
 from ghost_lens import constants as C
 from ghost_lens.config import RunConfig
-from ghost_lens.run import RunFolder, dataset_hash, open_run_folder
+from ghost_lens.io import atomic_dir, atomic_path
+from ghost_lens.run import RunFolder, capture_key, dataset_hash, open_run_folder
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def save_graphs(graphs: list[Any], ids: list[str], folder: Path) -> Path:
 
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "graphs.jsonl.gz"
-    with gzip.open(path, "wt") as fh:
+    with atomic_path(path) as tmp, gzip.open(tmp, "wt") as fh:
         for ex_id, g in zip(ids, graphs, strict=True):
             named = nx.relabel_nodes(g.graph, {n: format_node_id(n) for n in g.graph.nodes}, copy=True)
             data = nx.node_link_data(named, edges="edges")
@@ -72,16 +73,52 @@ def save_graphs(graphs: list[Any], ids: list[str], folder: Path) -> Path:
     return path
 
 
+def _progress_callback(prog: Any, description: str):
+    """A ``(done, total)`` callback that shows a bar, added on its first call (nothing shown when never called)."""
+    task: list[Any] = []
+
+    def update(done: int, total: int) -> None:
+        if not task:
+            task.append(prog.add_task(description, total=total))
+        prog.update(task[0], completed=done, total=total)
+
+    return update
+
+
 def run_track(cfg: RunConfig, out: str | Path, *, force: bool = False, progress: bool = True,
               argv: list[str] | None = None) -> TrackRun:
+    """Every stage of ``cfg`` into the run folder ``out``, holding the folder's lock throughout
+    (:func:`ghost_lens.run.open_run_folder` says when a folder may be used and when its capture is reused)."""
+    folder = open_run_folder(out, cfg, force=force, argv=argv)
+    try:
+        return _run_stages(folder, cfg, progress)
+    finally:
+        folder.release()
+
+
+def _run_stages(folder: RunFolder, cfg: RunConfig, progress: bool) -> TrackRun:
     from ghost_lens.capture.trace import FeatureTrace
-    from ghost_lens.data.loaders import load_examples
+    from ghost_lens.data.loaders import dataset_uses_model, load_examples
     from ghost_lens.pipeline import capture, control_tracking, evaluate, load_model_and_bundle, track
 
-    folder = open_run_folder(out, cfg, force=force, argv=argv)
     with make_progress(progress) as prog:
+        model = None
+        if dataset_uses_model(cfg.dataset):  # world-facts: the model answers the questions
+            from ghost_lens.models import load_model
+
+            with _stage(folder, "load_model"):
+                model = load_model(cfg.model, device=cfg.device, world_cfg=cfg.world)
         with _stage(folder, "load_data"):
-            examples = load_examples(cfg.dataset, num_samples=cfg.num_samples, seed=cfg.seed, world_cfg=cfg.world)
+            dataset_info: dict[str, Any] = {}
+            examples = load_examples(cfg.dataset, num_samples=cfg.num_samples, seed=cfg.seed, world_cfg=cfg.world,
+                                     model=model, info=dataset_info, progress=_progress_callback(prog, "answer"))
+        if dataset_info:
+            folder.manifest.update(dataset_info=dataset_info)
+        if len({e.label for e in examples}) < 2:  # before the capture: the evaluation would refuse it after
+            from ghost_lens.errors import DatasetError
+
+            raise DatasetError(f"dataset {cfg.dataset!r}: all {len(examples)} examples are labelled "
+                               f"{examples[0].label}; detection needs both labels (0 = faithful, 1 = hallucinated)")
         dhash = dataset_hash(examples)
         trace = None
         if folder.reuse_capture:
@@ -95,14 +132,17 @@ def run_track(cfg: RunConfig, out: str | Path, *, force: bool = False, progress:
                                n_hallucinated=sum(e.label for e in examples), capture_reused=trace is not None)
         if trace is None:
             with _stage(folder, "load_model_and_saes"):
-                model, bundle = load_model_and_bundle(cfg, progress=progress)
+                model, bundle = load_model_and_bundle(cfg, progress=progress, model=model)
                 from ghost_lens.models import check_coverage
 
                 check_coverage(model, [f"{e.prompt} {e.answer}" for e in examples])
             with _stage(folder, "capture"):
                 trace = capture(model, bundle, examples, cfg.capture, progress=prog, model_name=cfg.model)
                 trace.meta["dataset_hash"] = dhash
-                trace.save(folder.capture_dir)
+                trace.meta["capture_key"] = capture_key(cfg)  # the SAE files as just read (ghost_lens.run)
+                with atomic_dir(folder.capture_dir) as tmp:  # the old capture goes only once this one is complete
+                    trace.save(tmp)
+        folder.manifest["capture_key"] = trace.meta.get("capture_key")
         with _stage(folder, "tracking"):
             tracking = track(trace, cfg.tracker, progress=prog)
             save_graphs(tracking.graphs, trace.ids, folder.path / C.GRAPHS_DIR)
@@ -136,11 +176,15 @@ def _write_track_outputs(path: Path, trace: Any, tracking: Any) -> None:
 
 
 def _save_final_detector(path: Path, tracking: Any, trace: Any, cfg: RunConfig) -> None:
-    """The detector refitted on every example (for ``explain``); its scores are not used in the evaluation."""
-    import joblib
-
+    """The detector refitted on every example, fitted like the evaluated ones (``random_state = eval.seed``,
+    grouped inner calibration folds), saved as safetensors + JSON with the config's hash (for ``explain``); its
+    scores are not used in the evaluation."""
     from ghost_lens.detect.detector import HallucinationDetector
+    from ghost_lens.detect.detector_io import config_hash, save_detector
+    from ghost_lens.pipeline import detector_features
 
-    det = HallucinationDetector.from_config(cfg.detector, tracking.feature_names)
-    det.fit(tracking.metrics, trace.labels)
-    joblib.dump({"detector": det, "feature_names": tracking.feature_names}, path / "detector.joblib")
+    X, names = detector_features(trace, tracking, cfg)
+    det = HallucinationDetector.from_config(cfg.detector, names, random_state=cfg.eval.seed)
+    det.fit(X, trace.labels, groups=trace.groups)
+    save_detector(det, path, feature_names=names, feature_groups=list(cfg.detector.features),
+                  cfg_hash=config_hash(cfg))

@@ -17,6 +17,12 @@
    so the verdict is the run's paired group bootstrap of ``AUROC(detector) - AUROC(baseline)``.
 4. Optionally ``optuna_trials`` Optuna TPE trials (``pip install ghost-lens[tune]``) over ``top_k_features``,
    ``association_threshold`` and the three association weights, maximising the detector's out-of-fold AUROC.
+   With ``storage`` (an Optuna RDB URL: ``sqlite:///study.db`` on one host, ``postgresql://user:pw@host/db`` for
+   many) several workers share one study: start the same command in as many processes or hosts as you like; each
+   runs its ``optuna_trials`` trials, the sampler sees every worker's finished trials, and each worker's results
+   list every finished trial of the study (their summaries live in the trials' user attributes). The grid then
+   defaults to the run's own config only (the reference), so workers do not repeat the seed grid. Trial order
+   across workers depends on timing: a shared study is not bit-reproducible, a single worker is.
 5. Every point against the run's own config (a paired group bootstrap of the AUROC difference on the same
    resamples; the run's config is evaluated as point ``run`` when no grid point equals it).
 6. Points sorted by AUROC -> ``tune_results.json`` (:data:`~ghost_lens.constants.TUNE_RESULTS`); the run's own files
@@ -50,7 +56,7 @@ CAVEAT = (
     "picked on before reporting it."
 )
 RUN_FILES = (C.CONFIG, C.MANIFEST, C.REPORT, C.TRACK_METRICS, C.TRACKING_SUMMARY, C.DETECTION_METRICS,
-             C.PREDICTIONS, C.ROC_PLOT, C.RELIABILITY_PLOT, C.TRACK_PLOT, "detector.joblib")
+             C.PREDICTIONS, C.ROC_PLOT, C.RELIABILITY_PLOT, C.TRACK_PLOT, C.DETECTOR_ARRAYS, C.DETECTOR_META)
 
 
 @dataclass
@@ -246,7 +252,7 @@ class _Context:
                                                self.eval.seed)
         boot = Bootstrap(counts, codes, self.eval.confidence)
         for r in results:
-            if r.same_as_run:
+            if r.same_as_run or r.name not in self.scores:
                 continue
             d = boot.auroc(self.scores[r.name], y, diff_with=self.scores[ref.name])
             r.auroc_diff_vs_run = d.as_dict()
@@ -297,11 +303,47 @@ def _import_optuna() -> Any:
     return optuna
 
 
-def _optuna_points(ctx: _Context, n_trials: int, step: Any) -> list[PointResult]:
-    """``n_trials`` TPE trials (seeded with the eval seed) maximising the detector's AUROC."""
+def _open_study(ctx: _Context, storage: str | None, study_name: str | None) -> Any:
+    """A new in-memory study, or the shared one at ``storage`` (created by the first worker, joined by the rest).
+
+    Workers of a shared study get different sampler seeds (the eval seed plus the process id), so their random
+    start-up trials differ; a single in-memory study is seeded with the eval seed alone (reproducible)."""
+    import os
+
     optuna = _import_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=ctx.eval.seed))
+    if storage is None:
+        return optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=ctx.eval.seed))
+    name = study_name or f"ghost-lens-tune-{ctx.run_dir.resolve().name}"
+    sampler = optuna.samplers.TPESampler(seed=ctx.eval.seed + os.getpid())
+    try:
+        return optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
+                                   load_if_exists=True)
+    except Exception as exc:  # bad URL, missing driver, unreachable server: one line
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"--storage {storage!r}: cannot open the Optuna study ({first})") from None
+
+
+def _study_points(ctx: _Context, study: Any, own: list[PointResult]) -> list[PointResult]:
+    """Every finished trial of a shared study as a :class:`PointResult`: this worker's own, plus the other
+    workers' read back from the trials' ``point`` and ``scores`` user attributes (the out-of-fold scores, so the
+    paired comparison with the run's config covers them too)."""
+    mine = {r.name for r in own}
+    out = list(own)
+    for trial in study.get_trials(deepcopy=False):
+        data, scores = trial.user_attrs.get("point"), trial.user_attrs.get("scores")
+        if trial.state.name != "COMPLETE" or not data or data["name"] in mine:
+            continue
+        out.append(PointResult(**data))
+        if scores is not None and len(scores) == ctx.trace.n_examples:
+            ctx.scores[data["name"]] = np.asarray(scores, dtype=np.float64)
+    return out
+
+
+def _optuna_points(ctx: _Context, n_trials: int, step: Any, *, storage: str | None = None,
+                   study_name: str | None = None) -> list[PointResult]:
+    """``n_trials`` TPE trials maximising the detector's AUROC (in a shared study when ``storage`` is given)."""
+    study = _open_study(ctx, storage, study_name)
     results: list[PointResult] = []
 
     def objective(trial: Any) -> float:
@@ -314,11 +356,16 @@ def _optuna_points(ctx: _Context, n_trials: int, step: Any) -> list[PointResult]
                      **{f"tracker.{k}": round(v, 4) for k, v in weights.items()}}
         res = ctx.evaluate(GridPoint(f"optuna_{trial.number:03d}", overrides, source="optuna"))
         results.append(res)
+        if storage is not None:  # what other workers read back (JSON-safe: plain numbers and strings)
+            from ghost_lens.detect.report import clean_json
+
+            trial.set_user_attr("point", clean_json(dataclasses.asdict(res)))
+            trial.set_user_attr("scores", [float(x) for x in ctx.scores[res.name]])
         step(res.name)
         return float(res.auroc["value"])
 
     study.optimize(objective, n_trials=n_trials)
-    return results
+    return _study_points(ctx, study, results) if storage is not None else results
 
 
 def tune(
@@ -327,16 +374,22 @@ def tune(
     *,
     n_bootstrap: int | None = None,
     optuna_trials: int = 0,
+    storage: str | None = None,
+    study_name: str | None = None,
     progress: Any = None,
 ) -> TuneResult:
-    """Evaluate every grid point (default :data:`SEED_GRID`), plus ``optuna_trials`` TPE trials, on the run's
-    capture and folds (module docstring). ``progress``: a ``rich.progress.Progress`` to add a "tune" task to."""
+    """Evaluate every grid point (default :data:`SEED_GRID`; with ``storage``, only the run's own config), plus
+    ``optuna_trials`` TPE trials, on the run's capture and folds (module docstring). ``storage``: an Optuna RDB URL
+    shared by several workers; ``study_name``: the study in it (default: from the run folder's name).
+    ``progress``: a ``rich.progress.Progress`` to add a "tune" task to."""
     run_dir = Path(run_dir)
     if optuna_trials < 0:
         raise ConfigError("--optuna must be >= 0")
+    if storage is not None and not optuna_trials:
+        raise ConfigError("--storage shares an Optuna study: it needs --optuna N (N >= 1)")
     if optuna_trials:
         _import_optuna()  # fail before the grid, not after it
-    points = list(SEED_GRID if grid is None else grid)
+    points = list((SEED_GRID if storage is None else []) if grid is None else grid)
     ctx = _Context(run_dir, n_bootstrap)
     same = [_same_config(apply_point(ctx.cfg, p), ctx.cfg) for p in points]  # every point valid before any work
     if not any(same):  # the reference every point is compared with
@@ -354,7 +407,7 @@ def tune(
         results.append(ctx.evaluate(p))
         step(p.name)
     if optuna_trials:
-        results += _optuna_points(ctx, optuna_trials, step)
+        results += _optuna_points(ctx, optuna_trials, step, storage=storage, study_name=study_name)
     ctx.compare_to_run(results)
     results.sort(key=lambda r: -float(r.auroc["value"]))
     logger.info("best point %s: AUROC %.3f (optimistic: chosen on the evaluation folds)", results[0].name,

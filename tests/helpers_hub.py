@@ -9,6 +9,9 @@ What :func:`build_offline_hub` writes (a hub cache layout: ``<repo dir>/refs/mai
 - ``models--jbloom--GPT2-Small-SAEs-Reformatted``: tiny standard SAEs at ``blocks.{L}.hook_resid_pre`` for every
   layer, i.e. the real SAELens release ``gpt2-small-res-jb`` (``SAE.from_pretrained(release, id)``).
 - ``models--my-org--tiny-saes``: tiny TopK SAEs at ``blocks.{L}.hook_resid_post``, a raw repo id.
+- ``models--gpt2-medium`` (a tiny random GPT-2 under the real name) and ``models--my-org--tiny-gpt2-medium-saes``
+  (TopK SAEs at ``blocks.{L}.hook_resid_post`` for it): the design card's ``--model gpt2-medium`` command, which
+  has no SAELens release, with SAEs from a raw repo id.
 
 How the cache is switched on, and why this way (checked by experiment with huggingface_hub 2.4, transformers 5,
 TransformerLens 3.9, SAELens 6.54): ``huggingface_hub.constants`` reads ``HF_HUB_CACHE`` and ``HF_HUB_OFFLINE``
@@ -40,6 +43,8 @@ GPT2 = "gpt2"
 RELEASE = "gpt2-small-res-jb"
 RELEASE_REPO = "jbloom/GPT2-Small-SAEs-Reformatted"
 RAW_REPO = "my-org/tiny-saes"
+GPT2_MEDIUM = "gpt2-medium"
+MEDIUM_REPO = "my-org/tiny-gpt2-medium-saes"
 
 _CORPUS = [
     "The quick brown fox jumps over the lazy dog.",
@@ -156,9 +161,19 @@ def build_offline_hub(
     repo_folders = [f"blocks.{L}.hook_resid_post" for L in range(n_layers)]
     for L, folder in enumerate(repo_folders):
         tiny_sae(d_model, d_sae, folder, architecture="topk", seed=100 + L).save_model(raw_dir / folder)
+    medium_dir = repo_snapshot(cache_dir, GPT2_MEDIUM)
+    save_tiny_gpt2(medium_dir, n_layers=n_layers, d_model=d_model, n_ctx=n_ctx, seed=1)
+    medium_saes = repo_snapshot(cache_dir, MEDIUM_REPO)
+    for L in range(n_layers):
+        folder = f"blocks.{L}.hook_resid_post"
+        tiny_sae(d_model, d_sae, folder, architecture="topk", model_name=GPT2_MEDIUM, seed=200 + L).save_model(
+            medium_saes / folder
+        )
     return {
         "cache_dir": cache_dir,
         "model": GPT2,
+        "medium_model": GPT2_MEDIUM,
+        "medium_repo": MEDIUM_REPO,
         "hf_model_dir": model_dir,
         **info,
         "d_sae": d_sae,

@@ -212,5 +212,5 @@ def test_non_run_folder_is_refused_even_with_force(tmp_path):
 
 
 def test_tiny_run_is_complete(tiny_run):
-    for name in (C.CONFIG, C.MANIFEST, C.REPORT, C.DETECTION_METRICS, C.TRACK_METRICS, "detector.joblib"):
+    for name in (C.CONFIG, C.MANIFEST, C.REPORT, C.DETECTION_METRICS, C.TRACK_METRICS, C.DETECTOR_ARRAYS, C.DETECTOR_META):
         assert (tiny_run / name).is_file(), name

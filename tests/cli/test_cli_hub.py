@@ -27,7 +27,7 @@ def hub_run(offline_hub_cache, small_csv, cli_cache, tmp_path_factory):
 
 
 def test_track_through_the_hub(hub_run, offline_hub_cache):
-    for name in (C.CONFIG, C.REPORT, C.DETECTION_METRICS, C.PREDICTIONS, C.TRACK_METRICS, "detector.joblib"):
+    for name in (C.CONFIG, C.REPORT, C.DETECTION_METRICS, C.PREDICTIONS, C.TRACK_METRICS, C.DETECTOR_ARRAYS, C.DETECTOR_META):
         assert (hub_run / name).is_file(), name
     meta = json.loads((hub_run / "capture" / C.CAPTURE_META).read_text())
     n_layers = offline_hub_cache["n_layers"]
@@ -82,3 +82,22 @@ def test_train_saes_then_track_with_sae_dir(offline_hub, small_csv, tmp_path):
     assert result.exit_code == 0, result.output
     meta = json.loads((out / "capture" / C.CAPTURE_META).read_text())
     assert meta["hook_names"] == ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+
+
+def test_design_card_command_with_the_packaged_gpt2_medium_config(offline_hub, small_csv, cli_cache, tmp_path,
+                                                                   monkeypatch):
+    """`track --model gpt2-medium --sae-release ORG/REPO --config gpt2-medium`: the packaged config names
+    `sae_dir: saes/gpt2-medium`, and the typed --sae-release must win over it (it used to fail with
+    "SAE folder not found: saes/gpt2-medium")."""
+    monkeypatch.setenv(C.CACHE_ENV, str(cli_cache))
+    monkeypatch.chdir(tmp_path)  # no saes/gpt2-medium here
+    out = tmp_path / "medium"
+    result = invoke("track", "--model", "gpt2-medium", "--sae-release", offline_hub["medium_repo"], "--config",
+                    "gpt2-medium", "--dataset", small_csv, "--num-samples", "30", *HUB_SETS, "--set",
+                    "eval.baselines=[length,logprob]", "--out", out)
+    assert result.exit_code == 0, result.output
+    meta = json.loads((out / "capture" / C.CAPTURE_META).read_text())
+    assert offline_hub["medium_repo"] in meta["sae_info"]["source"]
+    assert meta["hook_names"] == [f"blocks.{L}.hook_resid_post" for L in range(offline_hub["n_layers"])]
+    saved = (out / C.CONFIG).read_text()
+    assert "sae_dir: null" in saved and "top_k_features: 100" in saved  # the config's tracker settings kept

@@ -6,7 +6,6 @@ import hashlib
 import json
 import shutil
 import sys
-import types
 
 import pytest
 
@@ -14,7 +13,7 @@ from ghost_lens import constants as C
 from tests.cli.helpers_cli import assert_one_line_error, invoke
 
 RUN_FILES = (C.CONFIG, C.MANIFEST, C.REPORT, C.DETECTION_METRICS, C.PREDICTIONS, C.TRACK_METRICS,
-             C.TRACKING_SUMMARY, "detector.joblib")
+             C.TRACKING_SUMMARY, C.DETECTOR_ARRAYS, C.DETECTOR_META)
 
 
 def _digest(run) -> dict[str, str]:
@@ -127,35 +126,8 @@ def test_tune_optuna_missing_names_the_extra(tiny_run, monkeypatch):
     assert not (tiny_run / C.TUNE_RESULTS).exists()
 
 
-def _fake_optuna() -> types.ModuleType:
-    """Just enough of Optuna's API (create_study / TPESampler / trial.suggest_*) to drive tune's objective."""
-
-    class Trial:
-        def __init__(self, number):
-            self.number = number
-
-        def suggest_int(self, name, low, high, log=False):
-            return min(high, low + 7 * (self.number + 1))
-
-        def suggest_float(self, name, low, high):
-            return low + (high - low) * (0.3 + 0.2 * self.number)
-
-    class Study:
-        def __init__(self):
-            self.values = []
-
-        def optimize(self, objective, n_trials):
-            self.values = [objective(Trial(i)) for i in range(n_trials)]
-
-    mod = types.ModuleType("optuna")
-    mod.logging = types.SimpleNamespace(set_verbosity=lambda level: None, WARNING=30)
-    mod.samplers = types.SimpleNamespace(TPESampler=lambda seed=None: ("tpe", seed))
-    mod.create_study = lambda direction, sampler: Study()
-    return mod
-
-
-def test_tune_optuna_trials_join_the_table(run, monkeypatch):
-    monkeypatch.setitem(sys.modules, "optuna", _fake_optuna())
+def test_tune_optuna_trials_join_the_table(run):
+    pytest.importorskip("optuna")
     result = invoke("tune", "--run", run, "--optuna", "2", "--n-bootstrap", "20")
     assert result.exit_code == 0, result.output
     points = json.loads((run / C.TUNE_RESULTS).read_text())["points"]
@@ -164,6 +136,51 @@ def test_tune_optuna_trials_join_the_table(run, monkeypatch):
     assert trials[0]["overrides"].keys() >= {"tracker.top_k_features", "tracker.association_threshold",
                                               "tracker.semantic_weight"}
     assert len(points) == 6
+
+
+def _tune_worker(run, storage, out, env):
+    import subprocess
+
+    code = "from ghost_lens_cli.main import main; main()"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, "--threads", "1", "tune", "--run", str(run), "--optuna", "2", "--storage",
+         storage, "--study-name", "shared", "--n-bootstrap", "20", "--out", str(out)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def test_two_tune_workers_share_one_sqlite_study(run, tmp_path):
+    """Two processes against one SQLite file: one study with both workers' trials, each worker's results list
+    all of them, and every trial is compared with the run's own config."""
+    import os
+
+    optuna = pytest.importorskip("optuna")
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    env = dict(os.environ)
+    workers = [_tune_worker(run, storage, tmp_path / f"w{i}.json", env) for i in range(2)]
+    for w in workers:
+        out, _ = w.communicate(timeout=300)
+        assert w.returncode == 0, out
+    study = optuna.load_study(study_name="shared", storage=storage)
+    done = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 4
+    names = {f"optuna_{t.number:03d}" for t in done}
+    for i in range(2):
+        data = json.loads((tmp_path / f"w{i}.json").read_text())
+        points = data["points"]
+        assert {p["name"] for p in points if p["source"] == "optuna"} <= names
+        ref = [p for p in points if p["same_as_run"]]
+        assert len(ref) == 1 and ref[0]["source"] == "run"  # the grid is the run's own config only
+        for p in points:
+            assert p["same_as_run"] or p["verdict_vs_run"] in ("above run", "below run", "not separable")
+    # the worker that finished last saw every trial of the study
+    assert max(len([p for p in json.loads((tmp_path / f"w{i}.json").read_text())["points"]
+                    if p["source"] == "optuna"]) for i in range(2)) == 4
+
+
+def test_tune_storage_needs_trials(run, tmp_path):
+    result = invoke("tune", "--run", run, "--storage", f"sqlite:///{tmp_path / 's.db'}")
+    assert_one_line_error(result, "--storage shares an Optuna study", code=2)
 
 
 # ---- explain -------------------------------------------------------------------------------------------------------
@@ -224,7 +241,13 @@ def test_explain_bad_inputs(run, tmp_path):
     half = tmp_path / "half"
     half.mkdir()
     shutil.copy(run / C.CONFIG, half / C.CONFIG)
-    assert_one_line_error(invoke("explain", "a", "--answer", "b", "--run", half), "detector.joblib", code=2)
+    assert_one_line_error(invoke("explain", "a", "--answer", "b", "--run", half), C.DETECTOR_META, code=2)
+    # a detector fitted under another config (its recorded config hash differs from config.yaml's): refused
+    for name in (C.DETECTOR_ARRAYS, C.DETECTOR_META):
+        shutil.copy(run / name, half / name)
+    meta = json.loads((half / C.DETECTOR_META).read_text())
+    (half / C.DETECTOR_META).write_text(json.dumps({**meta, "config_hash": "0" * 16}))
+    assert_one_line_error(invoke("explain", "a", "--answer", "b", "--run", half), "another config", code=2)
     missing = invoke("explain", "the capital of x is", "--run", run)  # --answer is required
     assert missing.exit_code != 0 and "--answer" in missing.output
 

@@ -24,7 +24,7 @@ def toy_run(tmp_path_factory):
 def test_bare_track_writes_a_complete_run_folder(toy_run):
     out, output = toy_run
     for name in (C.CONFIG, C.MANIFEST, C.REPORT, C.TRACKING_SUMMARY, C.DETECTION_METRICS, C.PREDICTIONS,
-                 C.ROC_PLOT, C.RELIABILITY_PLOT, C.TRACK_PLOT, C.TRACK_METRICS, "detector.joblib"):
+                 C.ROC_PLOT, C.RELIABILITY_PLOT, C.TRACK_PLOT, C.TRACK_METRICS, C.DETECTOR_ARRAYS, C.DETECTOR_META):
         assert (out / name).is_file(), name
     assert (out / "capture" / C.CAPTURE_TENSORS).is_file()
     assert (out / C.GRAPHS_DIR / "graphs.jsonl.gz").is_file()
