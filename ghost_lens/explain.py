@@ -245,6 +245,7 @@ def explain(
         plot_tracks(graph, result.plot, title=f"{prompt!r} -> {answer!r}: p(halluc.) {prob:.2f}")
         result.record = result.plot.with_suffix(".json")
         from ghost_lens.detect.report import clean_json
+        from ghost_lens.io import atomic_write_text
 
-        result.record.write_text(json.dumps(clean_json(result.as_dict()), indent=1))
+        atomic_write_text(result.record, json.dumps(clean_json(result.as_dict()), indent=1))
     return result

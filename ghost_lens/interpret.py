@@ -199,6 +199,8 @@ def write_interpretation(result: dict[str, Any], path: str | Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(clean_json(result), indent=1, ensure_ascii=False))
+    from ghost_lens.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(clean_json(result), indent=1, ensure_ascii=False))
     logger.info("feature interpretation written to %s", path)
     return path

@@ -215,5 +215,7 @@ def write_report(run: Any) -> Path:
     run.folder.write_manifest()
     manifest = json.loads((path / C.MANIFEST).read_text())
     text = render(path, metrics, summary, manifest, run.trace.meta)
-    (path / C.REPORT).write_text(text)
+    from ghost_lens.io import atomic_write_text
+
+    atomic_write_text(path / C.REPORT, text)
     return path / C.REPORT

@@ -196,7 +196,9 @@ class TuneResult:
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(clean_json(self.as_dict()), indent=1, allow_nan=False))
+        from ghost_lens.io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(clean_json(self.as_dict()), indent=1, allow_nan=False))
         logger.info("tune results written to %s", path)
         return path
 

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import roc_curve
 
 from ghost_lens.detect.metrics import reliability_bins, weighted_auroc
+from ghost_lens.io import atomic_path
 
 
 def plot_roc(
@@ -32,7 +33,8 @@ def plot_roc(
            title="ROC, out-of-fold (grouped k-fold)")
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png")
     return Path(path)
 
 
@@ -55,5 +57,6 @@ def plot_reliability(
     ax_hist.bar(edges[:-1], count, width=1.0 / n_bins, align="edge", color="0.6", edgecolor="white")
     ax_hist.set(xlabel="predicted probability", ylabel="examples")
     fig.tight_layout()
-    fig.savefig(path)
+    with atomic_path(Path(path)) as tmp:
+        fig.savefig(tmp, format=Path(path).suffix.lstrip(".") or "png")
     return Path(path)

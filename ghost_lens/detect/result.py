@@ -75,14 +75,16 @@ class EvaluationResult:
     def save(self, run_dir: str | Path) -> dict[str, Path]:
         """Write the metrics JSON, the predictions CSV and the ROC / reliability PNGs into ``run_dir``."""
         run_dir = Path(run_dir)
+        from ghost_lens.io import atomic_write, atomic_write_text
+
         run_dir.mkdir(parents=True, exist_ok=True)
         paths = {
             "metrics": run_dir / DETECTION_METRICS, "predictions": run_dir / PREDICTIONS,
             "roc": run_dir / ROC_PLOT, "reliability": run_dir / RELIABILITY_PLOT,
         }
-        paths["metrics"].write_text(json.dumps(clean_json(self.metrics), indent=2, allow_nan=False))
+        atomic_write_text(paths["metrics"], json.dumps(clean_json(self.metrics), indent=2, allow_nan=False))
         rows = self.predictions
-        with paths["predictions"].open("w", newline="") as fh:
+        with atomic_write(paths["predictions"], "w", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)

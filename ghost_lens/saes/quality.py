@@ -249,7 +249,9 @@ def save_quality(sae_dir: str | Path, quality: Mapping[str, Any]) -> Path:
     """Write ``quality.json`` into an SAE's folder (beside its ``cfg.json``); returns the path."""
     path = Path(sae_dir) / SAE_QUALITY
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(quality), indent=2, sort_keys=True))
+    from ghost_lens.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(dict(quality), indent=2, sort_keys=True))
     return path
 
 

@@ -73,5 +73,8 @@ def plot_tracks(
         ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path)
+    from ghost_lens.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
     return path

@@ -67,7 +67,9 @@ class TrackingResult:
             "config": to_dict(self.config),
             "metrics": self.metrics.tolist(),
         }
-        path.write_text(json.dumps(data))
+        from ghost_lens.io import atomic_write_text
+
+        atomic_write_text(path, json.dumps(data))
         return path
 
     @classmethod

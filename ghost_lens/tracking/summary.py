@@ -123,5 +123,7 @@ def write_tracking_summary(result: TrackingResult, path: str | Path) -> dict[str
     if path.is_dir():
         path = path / TRACKING_SUMMARY
     summary = tracking_summary(result)
-    path.write_text(json.dumps(summary, indent=1))
+    from ghost_lens.io import atomic_write_text
+
+    atomic_write_text(path, json.dumps(summary, indent=1))
     return summary
