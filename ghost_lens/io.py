@@ -60,6 +60,14 @@ def _fsync_file(path: Path) -> None:
         os.fsync(fh.fileno())
 
 
+def _ordinary_mode(path: Path) -> None:
+    """Give a finished temp file the mode a plain ``open(path, "w")`` would (0666 less the umask): some writers
+    (safetensors) create their files 0600, which would make shared run folders unreadable to colleagues."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temporary path beside ``path`` for a writer that wants a file name (safetensors, torch.save, matplotlib);
@@ -70,6 +78,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         _fsync_file(tmp)
+        _ordinary_mode(tmp)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

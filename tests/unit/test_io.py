@@ -139,3 +139,20 @@ def test_lock_of_another_process_then_taken_over_when_it_is_killed(tmp_path, cap
     with caplog.at_level(logging.WARNING, logger="ghost_lens.io"), exclusive_lock(lock, "the thing"):
         assert read_owner(lock)["pid"] == os.getpid()  # ... and is taken over
     assert f"taking over the lock left by pid {proc.pid}" in caplog.text and "no longer running" in caplog.text
+
+
+def test_atomic_files_get_the_ordinary_mode(tmp_path):
+    """safetensors creates its files 0600; an atomic write must leave the mode a plain open() would give."""
+    import os
+
+    import torch
+
+    from ghost_lens.io import atomic_save_file, atomic_write_text
+
+    mask = os.umask(0)
+    os.umask(mask)
+    want = 0o666 & ~mask
+    atomic_save_file({"x": torch.zeros(2)}, tmp_path / "a.safetensors")
+    atomic_write_text(tmp_path / "b.txt", "hi")
+    for name in ("a.safetensors", "b.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == want, name
