@@ -20,12 +20,11 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import random
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from ghost_lens.data.example import Example
+from ghost_lens.data.example import Example, take_whole_groups
 from ghost_lens.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -182,17 +181,7 @@ def subsample(examples: list[Example], n: int | None, seed: int = 0) -> list[Exa
     """Keep ``n`` examples, taking whole groups in a seeded random order (the last group may be cut)."""
     if n is None or n >= len(examples):
         return examples
-    by_group: dict[str, list[Example]] = {}
-    for ex in examples:
-        by_group.setdefault(ex.group, []).append(ex)
-    order = sorted(by_group)
-    random.Random(seed).shuffle(order)
-    out: list[Example] = []
-    for g in order:
-        out.extend(by_group[g])
-        if len(out) >= n:
-            break
-    return out[:n]
+    return take_whole_groups(examples, n, seed)[:n]
 
 
 def dataset_uses_model(source: str) -> bool:

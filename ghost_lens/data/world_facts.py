@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ghost_lens.data.answer_match import AnswerKind, judge, normalize, number_to_words
-from ghost_lens.data.example import Example
+from ghost_lens.data.example import Example, take_whole_groups
 from ghost_lens.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -237,17 +237,7 @@ def select_facts(facts: list[Fact], num_samples: int | None, seed: int = 0) -> l
     """Whole groups in the seeded order of :func:`ghost_lens.data.loaders.subsample`, until ``num_samples`` facts."""
     if num_samples is None or num_samples >= len(facts):
         return facts
-    by_group: dict[str, list[Fact]] = {}
-    for f in facts:
-        by_group.setdefault(f.group, []).append(f)
-    order = sorted(by_group)
-    random.Random(seed).shuffle(order)
-    out: list[Fact] = []
-    for g in order:
-        out.extend(by_group[g])
-        if len(out) >= num_samples:
-            break
-    return out
+    return take_whole_groups(facts, num_samples, seed)
 
 
 # ---- prompts ------------------------------------------------------------------------------------------------------
