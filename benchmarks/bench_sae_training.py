@@ -31,6 +31,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from ghost_lens.hooks import hook_name
+from ghost_lens.saes.config import SAETrainingConfig
 from ghost_lens.saes.train import train_sae, train_saes_multi
 
 SHAPES = {
@@ -70,15 +71,16 @@ class ForwardCounter:
 
 def run_variant(name: str, model: HookedTransformer, tokens: torch.Tensor, n_tokens: int) -> tuple[float, float, float]:
     hooks = [hook_name(layer, "resid_post") for layer in range(model.cfg.n_layers)]
-    kwargs = dict(expansion=4, k=16, training_tokens=n_tokens, train_batch_size_tokens=1024, seed=0)
+    cfg = SAETrainingConfig(expansion=4, k=16, training_tokens=n_tokens, train_batch_size_tokens=1024, seed=0,
+                            skip_first=False)  # both variants train on every position
     counter = ForwardCounter(model, min_rows=8)  # the width probes run on 2 rows
     wall, cpu = time.perf_counter(), time.process_time()
     try:
         if name == "multi":
-            train_saes_multi(model, hooks, tokens, **kwargs)
+            train_saes_multi(model, hooks, tokens, cfg)
         else:
             for h in hooks:
-                train_sae(model, h, tokens, **kwargs)
+                train_sae(model, h, tokens, cfg)
     finally:
         counter.close()
     return time.perf_counter() - wall, time.process_time() - cpu, counter.per_batch()

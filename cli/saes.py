@@ -121,53 +121,42 @@ def train_saes_cmd(
     model: ModelOpt = None,
     layers: LayersOpt = None,
     dataset: Annotated[str, typer.Option("--dataset", help="Training text: .txt, .jsonl (text field) or hub name.")] = "",
-    architecture: Annotated[str, typer.Option("--architecture", help="standard | topk | jumprelu")] = "topk",
-    expansion: Annotated[int, typer.Option("--expansion", help="d_sae = expansion x d_model.")] = 5,
-    training_tokens: Annotated[int, typer.Option("--training-tokens")] = 2_000_000,
-    context_size: Annotated[int, typer.Option("--context-size")] = 128,
-    hook: Annotated[str, typer.Option("--hook", help="resid_pre | resid_mid | resid_post")] = "resid_post",
+    architecture: Annotated[
+        str | None, typer.Option("--architecture", help="standard | topk | jumprelu  [default: topk]")
+    ] = None,
+    expansion: Annotated[int | None, typer.Option("--expansion", help="d_sae = expansion x d_model.  [default: 5]")] = None,
+    training_tokens: Annotated[int | None, typer.Option("--training-tokens", help="[default: 2000000]")] = None,
+    context_size: Annotated[int | None, typer.Option("--context-size", help="[default: 128]")] = None,
+    hook: Annotated[
+        str | None, typer.Option("--hook", help="resid_pre | resid_mid | resid_post  [default: resid_post]")
+    ] = None,
     out: Annotated[str, typer.Option("--out", "-o", help="Folder for the SAEs (one sub-folder per layer).")] = "",
     force: Annotated[bool, typer.Option("--force", help="Replace the trained layers' SAEs in a non-empty --out.")] = False,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[int | None, typer.Option("--seed", help="[default: 0]")] = None,
+    training_config: Annotated[
+        str | None,
+        typer.Option("--training-config", help="SAE training YAML (path, or packaged: default); the flags above "
+                                               "win over it. Keys: ghost_lens.saes.config.SAETrainingConfig."),
+    ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Train one SAE per layer, all layers from one model forward per batch (SAELens's MultiSAETrainingRunner);
     writes a folder --sae-dir reads, each SAE with its quality.json. The SAEs are trained in a temporary folder and
     swapped into --out only when all succeeded."""
-    from pathlib import Path
-
     from ghost_lens.errors import ConfigError
-    from ghost_lens.hooks import RESID_KINDS
-    from ghost_lens.models import load_model
-    from ghost_lens.saes.datasets import tokenize_corpus
-    from ghost_lens.saes.training import ARCHITECTURES, check_layers, check_training_options, train_saes
+    from ghost_lens.saes.config import load_sae_training_config
+    from ghost_lens.saes.training import train_saes_on_dataset
 
     if not dataset:
         raise ConfigError("--dataset is required: a .txt or .jsonl file, or a hub dataset name")
     if not out:
         raise ConfigError("--out is required: the folder the SAEs are written to")
-    if context_size < 2:
-        raise ConfigError(f"--context-size must be >= 2, got {context_size}")
-    # every model-independent argument, named as typed, before the model is loaded or anything is touched
-    if architecture not in ARCHITECTURES:
-        raise ConfigError(f"--architecture must be standard, topk or jumprelu, got {architecture!r}")
-    if hook not in RESID_KINDS:
-        raise ConfigError(f"--hook must be one of {', '.join(RESID_KINDS)}, got {hook!r}")
-    if expansion < 1:
-        raise ConfigError(f"--expansion must be >= 1 (d_sae = expansion x d_model), got {expansion}")
-    if training_tokens < 1:
-        raise ConfigError(f"--training-tokens must be >= 1, got {training_tokens}")
-    check_training_options(hook=hook, architecture=architecture, expansion=expansion, training_tokens=training_tokens)
-    layer_list = parse_layers(layers)
-    out_dir = Path(out).expanduser()
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not force:
-        raise ConfigError(f"{out_dir} is not empty: pass --force to replace the SAEs of the layers you train")
+    train_cfg = load_sae_training_config(
+        training_config, layers=parse_layers(layers), hook=hook, architecture=architecture, expansion=expansion,
+        training_tokens=training_tokens, context_size=context_size, seed=seed,
+    )
     cfg = load_run_config(config, set_, model=model)
-    model_obj = load_model(cfg.model, device=cfg.device, world_cfg=cfg.world)
-    layer_list = check_layers(model_obj.cfg.n_layers, layer_list or range(model_obj.cfg.n_layers))
-    tokens = tokenize_corpus(model_obj, dataset, context_size)
-    bundle = train_saes(model_obj, layer_list, tokens, out_dir, hook=hook, architecture=architecture,
-                        expansion=expansion, training_tokens=training_tokens, seed=seed, progress=True, force=force)
+    bundle = train_saes_on_dataset(cfg, dataset, out, train_cfg, force=force, progress=True)
     console.print(quality_table(bundle.saved_quality(), bundle, escape(f"trained {len(bundle)} SAEs into {out}")))
     console.print(escape(f"use them with --sae-dir {out}"), highlight=False)

@@ -9,14 +9,14 @@ Same as the command line:
 
 from pathlib import Path
 
-from ghost_lens import load_config, load_model, run_track, train_saes
+from ghost_lens import SAETrainingConfig, load_config, load_model, run_track, train_saes
 from ghost_lens.saes.datasets import tokenize_corpus
 
 device = "cuda"
 model = load_model("gpt2-medium", device=device)
-tokens = tokenize_corpus(model, "NeelNanda/pile-10k", context_size=128)
-train_saes(model, list(range(24)), tokens, Path("saes/gpt2-medium"), architecture="topk", expansion=5,
-           training_tokens=20_000_000, device=device)
+sae_cfg = SAETrainingConfig(layers=list(range(24)), architecture="topk", expansion=5, training_tokens=20_000_000)
+tokens = tokenize_corpus(model, "NeelNanda/pile-10k", context_size=sae_cfg.context_size)
+train_saes(model, tokens, Path("saes/gpt2-medium"), sae_cfg)
 cfg = load_config("gpt2-medium", overrides=[f"device={device}", "sae_dir=saes/gpt2-medium"])
 run = run_track(cfg, "runs/gpt2-medium_truthfulqa")
 print(run.evaluation.metrics["conclusion"]["statement"])

@@ -8,7 +8,7 @@ SAELens's runner, and the toy world's questions. Your own: swap in your model, y
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from ghost_lens import Example, RunConfig, get_world, run_pipeline
+from ghost_lens import Example, RunConfig, SAETrainingConfig, get_world, run_pipeline
 from ghost_lens.hooks import hook_name
 from ghost_lens.saes.train import train_sae
 
@@ -18,8 +18,8 @@ cfg = HookedTransformerConfig(n_layers=2, d_model=64, n_ctx=32, d_head=16, n_hea
 model = HookedTransformer(cfg, tokenizer=world.tokenizer)
 
 tokens = torch.randint(0, cfg.d_vocab, (512, 16), generator=torch.Generator().manual_seed(0))
-saes = {layer: train_sae(model, hook_name(layer, "resid_post"), tokens, architecture="topk", expansion=4,
-                         training_tokens=8192, k=8) for layer in range(cfg.n_layers)}
+sae_cfg = SAETrainingConfig(architecture="topk", expansion=4, training_tokens=8192, k=8)
+saes = {layer: train_sae(model, hook_name(layer, "resid_post"), tokens, sae_cfg) for layer in range(cfg.n_layers)}
 
 examples = [Example(ex.id, ex.group, ex.prompt, ex.answer, ex.label) for ex in world.examples("statement")[:300]]
 result = run_pipeline(model, saes, examples, RunConfig())

@@ -7,7 +7,9 @@ The pipeline with TransformerLens and SAELens objects in and out::
     result.evaluation.summary_rows()      # detector and baselines, AUROC with 95% CIs
     result.tracking.graphs[0]             # a TrackGraph (networkx DiGraph inside)
 
-Stage by stage: :func:`capture`, :func:`track`, :func:`evaluate`; a whole run folder: :func:`run_track`.
+Stage by stage: :func:`capture_trace`, :func:`track`, :func:`evaluate`; a whole run folder: :func:`run_track`.
+``ghost_lens.capture`` is the capture subpackage (``ghost_lens.capture.FeatureTrace``...), never a function: the
+capture stage is :func:`capture_trace`, so importing a ``ghost_lens.capture.*`` module cannot shadow it.
 """
 
 from ghost_lens._version import __version__
@@ -22,7 +24,14 @@ from ghost_lens.config import (
 )
 from ghost_lens.data import Example, load_examples
 from ghost_lens.errors import GhostLensError
-from ghost_lens.pipeline import PipelineResult, capture, evaluate, load_model_and_bundle, run_pipeline, track
+from ghost_lens.pipeline import (
+    PipelineResult,
+    capture_trace,
+    evaluate,
+    load_model_and_bundle,
+    run_pipeline,
+    track,
+)
 from ghost_lens.runner import run_track
 
 _LAZY = {
@@ -30,19 +39,26 @@ _LAZY = {
     "load_model": "ghost_lens.models",
     "load_bundle": "ghost_lens.saes.sources",
     "SAEBundle": "ghost_lens.saes.bundle",
+    "SAETrainingConfig": "ghost_lens.saes.config",
     "train_saes": "ghost_lens.saes.training",
     "get_world": "ghost_lens.toy.world",
     "HallucinationDetector": "ghost_lens.detect.detector",
     "TrackGraph": "ghost_lens.tracking.graph",
     "TrackingResult": "ghost_lens.tracking.run",
+    "load_graphs": "ghost_lens.tracking.graph_io",
 }
 
 
-def __getattr__(name: str):  # heavy modules (torch, sae_lens, sklearn) load only when asked for
-    if name in _LAZY:
-        import importlib
+_SUBPACKAGES = ("capture", "data", "detect", "saes", "toy", "tracking")
 
+
+def __getattr__(name: str):  # heavy modules (torch, sae_lens, sklearn) load only when asked for
+    import importlib
+
+    if name in _LAZY:
         return getattr(importlib.import_module(_LAZY[name]), name)
+    if name in _SUBPACKAGES:  # `ghost_lens.capture` is the subpackage, also before anything imported it
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'ghost_lens' has no attribute {name!r}")
 
 
@@ -58,7 +74,7 @@ __all__ = [
     "TrackerConfig",
     "WorldConfig",
     "__version__",
-    "capture",
+    "capture_trace",
     "evaluate",
     "load_config",
     "load_examples",

@@ -104,8 +104,18 @@ class CaptureConfig:
     max_length: int | None = None
     """Truncate prompt+answer from the left to this many tokens (default: the model's context ``n_ctx``)."""
     store_fp16: bool = False
-    """Store feature values, residual vectors and decoder directions in float16 (half the disk; tracking is
-    unchanged to ~1e-3)."""
+    """Store feature values and residual vectors in float16 (half the disk; tracking is unchanged to ~1e-3)."""
+    decoder_dtype: Literal["float16", "float32"] = "float16"
+    """Dtype of the stored unit-norm decoder directions (the tracker's semantic similarity). float16 halves the
+    decoder tables; measured on the toy-facts run (876 examples, ``docs/capture_format.md``): 7 examples get other
+    track metrics (an association score on the threshold flips), the detector's AUROC moves by 0.0003."""
+    positions: Literal["tracked", "all"] = "tracked"
+    """Tokens whose SAE features are kept: ``tracked`` = the last prompt token and the answer span (everything the
+    tracker, the SAE statistics and the baselines read, unless ``tracker.positions`` is ``all``); ``all`` = every
+    token, for ``ghost-lens interpret``'s full contexts."""
+    shard_size: int = 256
+    """Examples per capture shard: each shard is tokenized, batched, captured and written on its own, so memory
+    stays at one shard whatever the dataset size, and a killed capture resumes at its first missing shard."""
     prepend_bos: bool | None = None
     """Prepend the tokenizer's BOS token to every example; ``None`` follows the model's own
     ``cfg.default_prepend_bos`` (TransformerLens's GPT-2 convention: yes; SmolLM2, whose chat prompts start with
@@ -121,6 +131,9 @@ class CaptureConfig:
         _check(self.top_k >= 1, "capture.top_k must be >= 1")
         _check(self.batch_size >= 1, "capture.batch_size must be >= 1")
         _check(self.max_length is None or self.max_length >= 2, "capture.max_length must be >= 2")
+        _check(self.shard_size >= 1, "capture.shard_size must be >= 1")
+        _check(self.positions in ("tracked", "all"), "capture.positions must be 'tracked' or 'all'")
+        _check(self.decoder_dtype in ("float16", "float32"), "capture.decoder_dtype must be 'float16' or 'float32'")
 
 
 @dataclass

@@ -130,12 +130,21 @@ def _run_metrics(run_dir: Path) -> dict[str, Any]:
 def _run_output_signals(run_dir: Path) -> dict[str, np.ndarray]:
     from safetensors import safe_open
 
-    path = run_dir / "capture" / C.CAPTURE_TENSORS
-    if not path.is_file():
+    from ghost_lens.capture.shards import CaptureShards, is_sharded
+
+    folder = run_dir / "capture"
+    paths = ([s.shard_dir(i) / C.CAPTURE_TENSORS for s in [CaptureShards.open(folder)] for i in range(s.n_shards)]
+             if is_sharded(folder) else [folder / C.CAPTURE_TENSORS])  # a sharded capture: every shard, in order
+    if not all(p.is_file() for p in paths):
         return {}
-    with safe_open(str(path), framework="pt") as fh:
-        keys = set(fh.keys())
-        return {k: fh.get_tensor(k).float().numpy() for k in OUTPUT_SIGNALS if k in keys}
+    parts: dict[str, list[np.ndarray]] = {}
+    for path in paths:
+        with safe_open(str(path), framework="pt") as fh:
+            keys = set(fh.keys())
+            for k in OUTPUT_SIGNALS:
+                if k in keys:
+                    parts.setdefault(k, []).append(fh.get_tensor(k).float().numpy())
+    return {k: np.concatenate(v) for k, v in parts.items() if len(v) == len(paths)}
 
 
 def _compare(value: float, values: np.ndarray, labels: np.ndarray | None) -> dict[str, Any]:
@@ -154,7 +163,8 @@ def top_tracks(graph: Any, trace: Any, n: int, neuronpedia_ids: dict[int, str | 
     tracks = graph.tracks()
     vocab = trace.meta.get("vocab", {})
     tokens = trace.tokens[trace.example_slice(0)].tolist()
-    a_start = int(trace.answer_start[0])
+    w = int(trace.window_starts()[0])  # graph positions are in the full sequence; the capture may keep a window
+    a_start = int(trace.answer_start[0]) + w
     mass = {t: float(sum(g.nodes[v]["norm_activation"] for v in nodes)) for t, nodes in tracks.items()}
     total = sum(mass.values()) or 1.0
     last = graph.layers[-1] if graph.layers else None
@@ -170,7 +180,8 @@ def top_tracks(graph: Any, trace: Any, n: int, neuronpedia_ids: dict[int, str | 
             "survives": nodes[-1].layer == last,
             "nodes": [{
                 "layer": int(v.layer), "feature": int(v.feature), "pos": int(v.pos),
-                "token": vocab.get(str(tokens[v.pos]), str(tokens[v.pos])) if v.pos < len(tokens) else None,
+                "token": (vocab.get(str(tokens[v.pos - w]), str(tokens[v.pos - w]))
+                          if 0 <= v.pos - w < len(tokens) else None),
                 "in_answer": v.pos >= a_start,
                 "activation": float(g.nodes[v]["activation"]),
                 "norm_activation": float(g.nodes[v]["norm_activation"]),
@@ -192,7 +203,7 @@ def explain(
     """Score one example with a run's detector and explain the score (module docstring)."""
     from ghost_lens.data.example import Example
     from ghost_lens.models import check_coverage
-    from ghost_lens.pipeline import capture, detector_features, load_model_and_bundle, track
+    from ghost_lens.pipeline import capture_trace, detector_features, load_model_and_bundle, track
     from ghost_lens.run import read_run_config
     from ghost_lens.tracking import TrackingResult
 
@@ -204,7 +215,7 @@ def explain(
     model, bundle = load_model_and_bundle(cfg, progress=progress)
     check_coverage(model, [f"{prompt} {answer}"])
     example = Example("explain", "explain", prompt, answer, 0)  # label: a placeholder, the example is unlabeled
-    trace = capture(model, bundle, [example], cfg.capture, progress=False, model_name=cfg.model)
+    trace = capture_trace(model, bundle, [example], cfg.capture, progress=False, model_name=cfg.model)
     tracking = track(trace, cfg.tracker, progress=False)
     X, x_names = detector_features(trace, tracking, cfg)
     if x_names != names:

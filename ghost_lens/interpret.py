@@ -77,6 +77,9 @@ def interpret_layer(
 
     ``features``: only these feature ids (default: every feature active in the capture, by activation mass).
     """
+    if not trace.full_contexts:
+        raise ConfigError("this capture kept only the last prompt token and the answer (capture.positions: tracked); "
+                          "interpret needs full contexts: rerun `ghost-lens track` with --set capture.positions=all")
     layers = trace.layers
     if layer not in layers:
         raise ConfigError(f"layer {layer} is not in the capture (layers available: {', '.join(map(str, layers))})")

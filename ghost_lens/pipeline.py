@@ -2,7 +2,7 @@
 
 1. :func:`load_model_and_bundle` — a :class:`~transformer_lens.HookedTransformer` and an
    :class:`~ghost_lens.saes.bundle.SAEBundle` (layer -> SAELens ``SAE``) from a config, checked against each other.
-2. :func:`capture` — one batched forward pass per example -> :class:`~ghost_lens.capture.trace.FeatureTrace`.
+2. :func:`capture_trace` — one batched forward pass per example -> :class:`~ghost_lens.capture.trace.FeatureTrace`.
 3. :func:`track` — hypothesis tracks per example -> graphs and per-example track metrics.
 4. :func:`evaluate` — the detector and every baseline on the same grouped folds.
 
@@ -72,7 +72,7 @@ def restrict(saes: Mapping[int, SAE], layers: Sequence[int] | None) -> dict[int,
     return {layer: saes[layer] for layer in sorted(layers)}
 
 
-def capture(
+def capture_trace(
     model: HookedTransformer,
     saes: Mapping[int, SAE],
     examples: Sequence[Example],
@@ -205,7 +205,7 @@ def run_pipeline(
 ) -> PipelineResult:
     """Capture, track and evaluate in memory: graphs, metrics and scores come back as Python objects."""
     cfg = cfg or RunConfig()
-    trace = capture(model, saes, examples, cfg.capture, progress=progress)
+    trace = capture_trace(model, saes, examples, cfg.capture, progress=progress)
     tracking = track(trace, cfg.tracker, progress=progress)
     evaluation = None
     if len(set(trace.labels)) > 1:

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from ghost_lens.config import RunConfig, from_dict, save_config, to_dict
-from ghost_lens.constants import CAPTURE_META, CONFIG, MANIFEST, SAE_CFG
+from ghost_lens.constants import CAPTURE_DIR, CAPTURE_META, CONFIG, MANIFEST, SAE_CFG
 from ghost_lens.errors import GhostLensError, RunFolderError
 from ghost_lens.io import atomic_write_json, clean_folder_temps, exclusive_lock, is_leftover, owner_path
 
@@ -228,7 +228,7 @@ class RunFolder:
 
     @property
     def capture_dir(self) -> Path:
-        return self.path / "capture"
+        return self.path / CAPTURE_DIR
 
     def timed(self, stage: str, seconds: float) -> None:
         self.manifest.setdefault("timings_s", {})[stage] = round(seconds, 3)

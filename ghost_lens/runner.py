@@ -4,7 +4,7 @@ Run folder layout (names in :mod:`ghost_lens.constants`)::
 
     runs/NAME/
       config.yaml  manifest.json  report.md          <- read report.md first
-      capture/   capture.safetensors  decoders.safetensors  capture.json
+      capture/   capture.json (the index, written last)  shards/00000/ ... (docs/capture_format.md)
       graphs/    graphs.jsonl.gz (node-link JSON, one line per example)
       track_metrics.json  tracking_summary.json  tracks_example.png
       detection_metrics.json  predictions.csv  roc.png  reliability.png  detector.safetensors  detector.json
@@ -12,8 +12,6 @@ Run folder layout (names in :mod:`ghost_lens.constants`)::
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 import time
 from contextlib import contextmanager
@@ -23,7 +21,6 @@ from typing import Any
 
 from ghost_lens import constants as C
 from ghost_lens.config import RunConfig
-from ghost_lens.io import atomic_dir, atomic_path
 from ghost_lens.run import RunFolder, capture_key, dataset_hash, open_run_folder
 
 logger = logging.getLogger(__name__)
@@ -58,19 +55,11 @@ def _stage(folder: RunFolder, name: str):
 
 
 def save_graphs(graphs: list[Any], ids: list[str], folder: Path) -> Path:
-    """All graphs as node-link JSON lines (gzip): one file, not thousands."""
-    import networkx as nx
+    """All graphs as node-link JSON lines (gzip) in ``folder/graphs.jsonl.gz``: one file, not thousands; read back
+    with :func:`ghost_lens.tracking.graph_io.load_graphs`."""
+    from ghost_lens.tracking.graph_io import write_graphs
 
-    from ghost_lens.tracking import format_node_id
-
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "graphs.jsonl.gz"
-    with atomic_path(path) as tmp, gzip.open(tmp, "wt") as fh:
-        for ex_id, g in zip(ids, graphs, strict=True):
-            named = nx.relabel_nodes(g.graph, {n: format_node_id(n) for n in g.graph.nodes}, copy=True)
-            data = nx.node_link_data(named, edges="edges")
-            fh.write(json.dumps({"id": ex_id, "graph": data}) + "\n")
-    return path
+    return write_graphs(folder / C.GRAPHS_FILE, zip(ids, graphs, strict=True))
 
 
 def _progress_callback(prog: Any, description: str):
@@ -97,9 +86,9 @@ def run_track(cfg: RunConfig, out: str | Path, *, force: bool = False, progress:
 
 
 def _run_stages(folder: RunFolder, cfg: RunConfig, progress: bool) -> TrackRun:
-    from ghost_lens.capture.trace import FeatureTrace
+    from ghost_lens.capture.shards import CaptureShards
     from ghost_lens.data.loaders import dataset_uses_model, load_examples
-    from ghost_lens.pipeline import capture, control_tracking, evaluate, load_model_and_bundle, track
+    from ghost_lens.pipeline import control_tracking, evaluate, load_model_and_bundle, track
 
     with make_progress(progress) as prog:
         model = None
@@ -120,31 +109,22 @@ def _run_stages(folder: RunFolder, cfg: RunConfig, progress: bool) -> TrackRun:
             raise DatasetError(f"dataset {cfg.dataset!r}: all {len(examples)} examples are labelled "
                                f"{examples[0].label}; detection needs both labels (0 = faithful, 1 = hallucinated)")
         dhash = dataset_hash(examples)
-        trace = None
-        if folder.reuse_capture:
-            trace = FeatureTrace.load(folder.capture_dir)
-            if trace.meta.get("dataset_hash") != dhash:
-                logger.warning("the dataset changed since the capture was made: capturing again")
-                trace = None
-            else:
-                logger.info("reusing the capture in %s", folder.capture_dir)
+        source = _reusable_capture(folder, cfg, dhash) if folder.reuse_capture else None
         folder.manifest.update(dataset_hash=dhash, n_examples=len(examples),
-                               n_hallucinated=sum(e.label for e in examples), capture_reused=trace is not None)
-        if trace is None:
+                               n_hallucinated=sum(e.label for e in examples), capture_reused=source is not None)
+        if source is None:
             with _stage(folder, "load_model_and_saes"):
                 model, bundle = load_model_and_bundle(cfg, progress=progress, model=model)
                 from ghost_lens.models import check_coverage
 
                 check_coverage(model, [f"{e.prompt} {e.answer}" for e in examples])
             with _stage(folder, "capture"):
-                trace = capture(model, bundle, examples, cfg.capture, progress=prog, model_name=cfg.model)
-                trace.meta["dataset_hash"] = dhash
-                trace.meta["capture_key"] = capture_key(cfg)  # the SAE files as just read (ghost_lens.run)
-                with atomic_dir(folder.capture_dir) as tmp:  # the old capture goes only once this one is complete
-                    trace.save(tmp)
-        folder.manifest["capture_key"] = trace.meta.get("capture_key")
+                source = _capture_shards(folder, cfg, model, bundle, examples, dhash, prog)
+        folder.manifest["capture_key"] = source.meta.get("capture_key")
+        # the evaluation's per-example inputs: every shard cut to the tracked window, concatenated
+        trace = source.load().tracked_window(cfg.tracker.positions) if isinstance(source, CaptureShards) else source
         with _stage(folder, "tracking"):
-            tracking = track(trace, cfg.tracker, progress=prog)
+            tracking = track(source, cfg.tracker, progress=prog)  # shard by shard
             save_graphs(tracking.graphs, trace.ids, folder.path / C.GRAPHS_DIR)
             _write_track_outputs(folder.path, trace, tracking)
         with _stage(folder, "evaluation"):
@@ -159,6 +139,49 @@ def _run_stages(folder: RunFolder, cfg: RunConfig, progress: bool) -> TrackRun:
         write_report(run)
     folder.finish()
     return run
+
+
+def _reusable_capture(folder: RunFolder, cfg: RunConfig, dhash: str) -> Any:
+    """The run's saved capture (sharded, or an older single file) when it serves this config, else ``None``."""
+    from ghost_lens.capture.shards import CaptureShards, is_sharded
+    from ghost_lens.capture.trace import FeatureTrace
+
+    source: Any = (CaptureShards.open(folder.capture_dir) if is_sharded(folder.capture_dir)
+                   else FeatureTrace.load(folder.capture_dir))
+    if source.meta.get("dataset_hash") != dhash:
+        logger.warning("the dataset changed since the capture was made: capturing again")
+        return None
+    if cfg.tracker.positions == "all" and source.meta.get("positions", "all") != "all":
+        logger.info("tracker.positions is 'all' but the capture kept only the tracked tokens: capturing again")
+        return None
+    logger.info("reusing the capture in %s", folder.capture_dir)
+    return source
+
+
+def _capture_shards(folder: RunFolder, cfg: RunConfig, model: Any, bundle: Any, examples: list[Any], dhash: str,
+                    prog: Any) -> Any:
+    """Capture shard by shard into ``capture.partial/`` (resuming the shards a killed run left there), then move it
+    over ``capture/`` once complete: the old capture goes only when the new one is whole."""
+    import dataclasses
+
+    from ghost_lens.capture.shards import CaptureShards, capture_sharded, promote
+    from ghost_lens.pipeline import add_vocab, describe_saes, example_meta, restrict
+
+    ccfg = cfg.capture
+    if cfg.tracker.positions == "all" and ccfg.positions != "all":  # the tracker reads every token
+        ccfg = dataclasses.replace(ccfg, positions="all")
+
+    def finish(trace: Any, part: list[Any]) -> None:
+        add_vocab(trace, model)
+        trace.meta["example_meta"] = [example_meta(ex) for ex in part]
+
+    partial = folder.path / C.CAPTURE_PARTIAL
+    capture_sharded(model, restrict(bundle, ccfg.layers), examples, ccfg, partial,
+                    key=capture_key(cfg),  # the SAE files as just read (ghost_lens.run)
+                    dataset_hash=dhash, progress=prog, model_name=cfg.model, sae_info=describe_saes(bundle),
+                    finish=finish)
+    promote(partial, folder.capture_dir)
+    return CaptureShards.open(folder.capture_dir)
 
 
 def _write_track_outputs(path: Path, trace: Any, tracking: Any) -> None:

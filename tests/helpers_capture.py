@@ -9,14 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from sae_lens import SAE, StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
-from sae_lens.saes.sae import SAEMetadata
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from sae_lens import SAE
+from transformer_lens import HookedTransformer
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from ghost_lens.data.example import Example
 from ghost_lens.hooks import hook_name
+from tests.helpers import bpe_tokenizer, sae_from_config, tiny_model
 
 BOS = "<|endoftext|>"
 CORPUS = [
@@ -32,13 +31,7 @@ CORPUS = [
 def build_tokenizer(folder: str | Path, vocab_size: int = 400) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer (GPT-2 style, ``<|endoftext|>`` as BOS/EOS/pad), saved to and loaded from
     ``folder``."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=[BOS], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-    )
-    tok.train_from_iterator(CORPUS, trainer)
+    tok = bpe_tokenizer(CORPUS, vocab_size=vocab_size, special_tokens=[BOS])
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=BOS, pad_token=BOS)
     fast.save_pretrained(str(folder))
     return AutoTokenizer.from_pretrained(str(folder))
@@ -49,14 +42,10 @@ def build_model(
     d_vocab: int | None = None, seed: int = 0,
 ) -> HookedTransformer:
     """A tiny random GPT-2-like HookedTransformer (with ``tokenizer`` if given)."""
-    cfg = HookedTransformerConfig(
-        n_layers=n_layers, d_model=d_model, n_ctx=n_ctx, d_head=8, n_heads=d_model // 8, d_mlp=4 * d_model,
-        d_vocab=d_vocab or (len(tokenizer) if tokenizer is not None else 100), act_fn="gelu",
-        normalization_type="LN", seed=seed,
+    return tiny_model(
+        tokenizer, n_layers=n_layers, d_model=d_model, n_ctx=n_ctx, d_head=8, n_heads=d_model // 8,
+        d_mlp=4 * d_model, d_vocab=d_vocab or (len(tokenizer) if tokenizer is not None else 100), seed=seed,
     )
-    model = HookedTransformer(cfg, tokenizer)
-    model.eval()
-    return model
 
 
 def build_sae(
@@ -65,11 +54,7 @@ def build_sae(
 ) -> SAE:
     """A random SAELens SAE (standard ReLU, or TopK when ``topk`` is given) reading ``blocks.{layer}.hook_{kind}``;
     decoder rows of random norms, a bias that leaves about half the features inactive."""
-    meta = SAEMetadata(hook_name=hook_name(layer, kind), model_name="tiny")
-    if topk is None:
-        sae: SAE = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae, normalize_activations=normalize, metadata=meta))
-    else:
-        sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=topk, normalize_activations=normalize, metadata=meta))
+    sae: SAE = sae_from_config(d_in, d_sae, hook_name(layer, kind), k=topk, normalize=normalize)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         sae.W_enc.copy_(torch.randn(d_in, d_sae, generator=g) / d_in**0.5)

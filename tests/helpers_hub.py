@@ -68,20 +68,12 @@ def repo_snapshot(cache_dir: Path, repo_id: str, kind: str = "model") -> Path:
 
 def tiny_tokenizer(vocab_size: int = 320):
     """A byte-level BPE tokenizer in the GPT-2 format (``<|endoftext|>`` is BOS, EOS and UNK)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import GPT2TokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    from tests.helpers import bpe_tokenizer
+
     eot = "<|endoftext|>"
+    tok = bpe_tokenizer(_CORPUS * 4, vocab_size=vocab_size, special_tokens=[eot])
     return GPT2TokenizerFast(tokenizer_object=tok, bos_token=eot, eos_token=eot, unk_token=eot)
 
 
@@ -124,14 +116,10 @@ def tiny_sae(
 ):
     """A SAELens SAE with random weights (encoder = decoder transposed, so it reconstructs a little)."""
     import torch
-    from sae_lens import StandardSAE, StandardSAEConfig, TopKSAE, TopKSAEConfig
-    from sae_lens.saes.sae import SAEMetadata
 
-    metadata = SAEMetadata(hook_name=hook_name, model_name=model_name)
-    if architecture == "topk":
-        sae = TopKSAE(TopKSAEConfig(d_in=d_in, d_sae=d_sae, k=k, metadata=metadata))
-    else:
-        sae = StandardSAE(StandardSAEConfig(d_in=d_in, d_sae=d_sae, metadata=metadata))
+    from tests.helpers import sae_from_config
+
+    sae = sae_from_config(d_in, d_sae, hook_name, k=k if architecture == "topk" else None, model_name=model_name)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         w_dec = torch.randn(d_sae, d_in, generator=gen)

@@ -24,19 +24,12 @@ UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 
 def llama_tokenizer(vocab_size: int = 300, *, add_bos: bool = False):
     """A byte-level BPE tokenizer with ``<unk>``, ``<s>``, ``</s>`` as ids 0, 1, 2 (saved-and-reloadable)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import processors
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[UNK, BOS, EOS],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    from tests.helpers import bpe_tokenizer
+
+    tok = bpe_tokenizer(_CORPUS * 4, vocab_size=vocab_size, special_tokens=[UNK, BOS, EOS])
     if add_bos:
         tok.post_processor = processors.TemplateProcessing(single=f"{BOS} $A", special_tokens=[(BOS, 1)])
     return PreTrainedTokenizerFast(

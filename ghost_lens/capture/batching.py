@@ -24,9 +24,9 @@ class Batch:
     tokens: Int[Tensor, "batch pos"]
     """Right-padded token ids (the padding id is irrelevant: no real token attends to it)."""
     dst: Int[Tensor, " n_tok"]
-    """Index in the capture's flat token axis of each real token, row by row. Stays on the CPU."""
+    """Index in the capture's flat token axis of each kept token, row by row. Stays on the CPU."""
     src: Int[Tensor, " n_tok"]
-    """Flat position in the batch of each real token (same order as ``dst``)."""
+    """Flat position in the batch of each kept token (same order as ``dst``)."""
     last_prompt: Int[Tensor, " batch"]
     """Flat position of each row's last prompt token."""
     answer: Int[Tensor, " n_ans"]
@@ -48,11 +48,13 @@ def plan_batches(
     offsets: Sequence[int],
     batch_size: int,
     pad_id: int = 0,
+    keep_from: Sequence[int] | None = None,
 ) -> Iterator[Batch]:
     """Batches of ``batch_size`` sequences, longest first (little padding; an out-of-memory shows up at once).
 
-    ``spans[i] = (answer_start, answer_end)`` within sequence ``i``; ``offsets[i]`` is where sequence ``i`` starts
-    in the capture's flat token axis.
+    ``spans[i] = (answer_start, answer_end)`` within sequence ``i``; ``offsets[i]`` is where the kept tokens of
+    sequence ``i`` start in the capture's flat token axis. Tokens ``keep_from[i]:`` are kept (default: all); the
+    model still reads the whole sequence.
     """
     order = sorted(range(len(sequences)), key=lambda i: -sequences[i].numel())
     for b0 in range(0, len(order), batch_size):
@@ -63,9 +65,10 @@ def plan_batches(
         for r, i in enumerate(rows):
             n = sequences[i].numel()
             start, end = spans[i]
+            lo = 0 if keep_from is None else keep_from[i]
             tokens[r, :n] = sequences[i]
-            dst.append(torch.arange(offsets[i], offsets[i] + n))
-            src.append(torch.arange(r * width, r * width + n))
+            dst.append(torch.arange(offsets[i], offsets[i] + n - lo))
+            src.append(torch.arange(r * width + lo, r * width + n))
             last.append(r * width + start - 1)
             ans.append(torch.arange(r * width + start, r * width + end))
             ans_row.append(torch.full((end - start,), r))

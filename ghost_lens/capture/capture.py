@@ -15,9 +15,15 @@ Steps (:func:`capture_examples` does 1, then calls :func:`capture_tokens` for th
    (``benchmarks/bench_capture.py``).
 5. The forward stops after the last block (``stop_at_layer``); ``ln_final`` and ``unembed`` then run only at the
    positions that predict answer tokens: answer log-prob (sum and mean), mean output entropy, mean max probability.
-6. Decoder tables: the unit-norm ``W_dec`` rows of every feature that occurred with a non-zero value.
+6. Decoder tables: the unit-norm ``W_dec`` rows of every feature that occurred with a non-zero value (at a kept
+   token), stored in ``cfg.decoder_dtype`` (float16 by default).
 
-Memory is the output (preallocated once, filled batch by batch) plus one batch's activations.
+What is kept per token follows ``cfg.positions``: ``tracked`` (default) keeps, per example, the window from its last
+prompt token to the end of its answer (what the tracker, the SAE statistics and the baselines read; the SAEs then
+encode only those tokens), ``all`` every token (``interpret``'s full contexts); ``FeatureTrace.window_start`` says
+where the window starts. Memory is the output (preallocated once, filled batch by batch) plus one batch's
+activations; :func:`ghost_lens.capture.shards.capture_sharded` calls :func:`capture_examples` once per shard of
+``cfg.shard_size`` examples, so a whole dataset never sits in memory.
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ if TYPE_CHECKING:  # importing sae_lens takes seconds; the capture needs only th
 
 logger = logging.getLogger(__name__)
 
-ProgressArg = bool | Progress
+ProgressArg = bool | Progress | Callable[[], None]
+"""``False``: none; ``True``: a bar of its own; a ``Progress``: a task added to it; a callable: called per batch."""
 
 
 def capture_examples(
@@ -118,7 +125,9 @@ def capture_tokens(
         [torch.as_tensor(s).reshape(-1).long().cpu() for s in sequences], answer_spans, ids,
         min(cfg.max_length or model.cfg.n_ctx, model.cfg.n_ctx), cfg.resolved_prepend_bos(model),
     )
-    lengths = torch.tensor([s.numel() for s in sequences])
+    # the kept window of each sequence: from its last prompt token on (``positions="tracked"``), or every token
+    keep = [0 if cfg.positions == "all" else start - 1 for start, _ in spans]
+    lengths = torch.tensor([s.numel() - lo for s, lo in zip(sequences, keep, strict=True)], dtype=torch.long)
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
     sae_list = [saes[layer] for layer in layers]
     k = min(cfg.top_k, *(sae.cfg.d_sae for sae in sae_list))
@@ -131,7 +140,7 @@ def capture_tokens(
     full = any(not (n.startswith("blocks.") or n.startswith("hook_")) for n in names)
     stop_at = None if full else model.cfg.n_layers
     device = next(model.parameters()).device
-    batches = plan_batches(sequences, spans, offsets.tolist(), cfg.batch_size)
+    batches = plan_batches(sequences, spans, offsets.tolist(), cfg.batch_size, keep_from=keep)
     n_batches = -(-len(sequences) // cfg.batch_size)
     hooks = [(name, rec.hook(j)) for j, name in enumerate(names)]
     logger.info(
@@ -151,7 +160,7 @@ def capture_tokens(
             rec.answer_stats(logits, b)
             rec.batch = None
             advance()
-    dec_idx, dec_dir = rec.decoder_tables(store)
+    dec_idx, dec_dir = rec.decoder_tables(torch.float16 if cfg.decoder_dtype == "float16" else torch.float32)
     trace_meta: dict[str, Any] = {
         "ids": ids,
         "groups": list((meta or {}).get("groups", ids)),
@@ -164,14 +173,16 @@ def capture_tokens(
         "d_model": model.cfg.d_model,
         "n_truncated": n_truncated,
         "dtype": str(store).removeprefix("torch."),
+        "decoder_dtype": cfg.decoder_dtype,
+        "positions": cfg.positions,
         "capture_config": dataclasses.asdict(cfg),
         "ghost_lens_version": __version__,
     }
     return FeatureTrace(
-        tokens=torch.cat(sequences),
+        tokens=torch.cat([s[lo:] for s, lo in zip(sequences, keep, strict=True)]),
         offsets=offsets,
-        answer_start=torch.tensor([s for s, _ in spans], dtype=torch.long),
-        answer_end=torch.tensor([e for _, e in spans], dtype=torch.long),
+        answer_start=torch.tensor([s - lo for (s, _), lo in zip(spans, keep, strict=True)], dtype=torch.long),
+        answer_end=torch.tensor([e - lo for (_, e), lo in zip(spans, keep, strict=True)], dtype=torch.long),
         feat_idx=rec.feat_idx,
         feat_val=rec.feat_val,
         answer_logprob=rec.logprob_sum,
@@ -184,6 +195,7 @@ def capture_tokens(
         dec_dir=dec_dir,
         meta=trace_meta,
         sae_totals=rec.totals,
+        window_start=torch.tensor(keep, dtype=torch.long),
     )
 
 
@@ -271,12 +283,15 @@ def _truncate_all(
 
 @contextlib.contextmanager
 def _progress(progress: ProgressArg, total: int) -> Iterator[Callable[[], None]]:
-    """A rich progress task over batches: added to a given ``Progress``, in a new one (``True``), or none."""
+    """A rich progress task over batches: added to a given ``Progress``, in a new one (``True``), a caller's
+    per-batch callback, or none."""
     if progress is False:
         yield lambda: None
     elif isinstance(progress, Progress):
         task = progress.add_task("capture", total=total)
         yield lambda: progress.advance(task)
+    elif callable(progress):
+        yield progress
     else:
         with Progress(transient=True) as bar:
             task = bar.add_task("capture", total=total)

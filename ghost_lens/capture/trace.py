@@ -15,7 +15,8 @@ offsets             [N+1] int64             example i owns tokens[offsets[i]:off
 answer_start        [N] int64               first answer token, relative to the example's own start
 answer_end          [N] int64               one past the last answer token (relative)
 feat_idx            [L, T, k] int32         top-k SAE feature ids per token, sorted by value, descending (-1 in a
-                                            slot whose value is 0: fewer than k features active)
+                                            slot whose value is 0: fewer than k features active); int16 on
+                                            disk when every id fits (read back as int32)
 feat_val            [L, T, k] float         their activations (>= 0; 0 where fewer than k are active)
 answer_logprob      [N] float               sum of log p(answer token | prefix) over the answer
 answer_mean_logprob [N] float               the same, averaged over answer tokens
@@ -27,15 +28,23 @@ sae_totals          [L, T, 3] float32       per token, over the *full* SAE activ
                                             L1 mass, L0 (active count), entropy (nats) of the activation
                                             shares (columns :data:`SAE_TOTALS`); optional: older
                                             captures lack it (``None`` then)
+window_start        [N] int64               position in the example's full sequence of its first kept token
+                                            (``capture.positions: tracked`` keeps the last prompt token and
+                                            the answer: ``answer_start == 1``; optional, ``None`` = 0)
 ==================  ======================  ==========================================================
+
+T counts the *kept* tokens: every token with ``capture.positions: all``, else each example's window from its last
+prompt token to its answer's end (``tokens``, ``answer_start`` and ``answer_end`` are then relative to the window).
+A run's capture is sharded (:mod:`ghost_lens.capture.shards`: one such file set per shard of examples and an index
+``capture.json``); :meth:`FeatureTrace.load` reads both layouts. Layout and measurements: ``docs/capture_format.md``.
 
 Decoder directions (``decoders.safetensors``): for each tracked layer position ``j`` (0..L-1),
 ``dec_idx.{j}`` [F_j] int64 (sorted feature ids that occur in ``feat_idx[j]`` with a non-zero value) and
 ``dec_dir.{j}`` [F_j, D] float (their ``W_dec`` rows, L2-normalised). :meth:`FeatureTrace.decoder_directions`
 looks rows up by feature id.
 
-``float`` is float32, or float16 for values, residuals and decoder directions when ``store_fp16`` is set
-(``meta["dtype"]``). Row ``i`` of ``[N]`` / ``[L, N, D]`` tensors is example ``i``, in the order given to capture.
+``float`` is float32, or float16 for values and residuals when ``store_fp16`` is set (``meta["dtype"]``); decoder
+directions are stored in ``capture.decoder_dtype`` (float16 by default, ``meta["decoder_dtype"]``). Row ``i`` of ``[N]`` / ``[L, N, D]`` tensors is example ``i``, in the order given to capture.
 
 Metadata (``capture.json``): ``ids``, ``groups``, ``labels``, ``prompts``, ``answers``, ``answer_separators``
 (the text the model read is ``prompt + separator + answer``), ``layers``, ``hook_names``, ``model_name``,
@@ -64,10 +73,17 @@ _TENSOR_FIELDS = (
     "tokens", "offsets", "answer_start", "answer_end", "feat_idx", "feat_val", "answer_logprob",
     "answer_mean_logprob", "output_entropy", "max_prob", "resid_last_prompt", "resid_answer_mean",
 )
-_OPTIONAL_FIELDS = ("sae_totals",)
+_OPTIONAL_FIELDS = ("sae_totals", "window_start")
 
 SAE_TOTALS = ("l1", "l0", "entropy")
 """Columns of ``FeatureTrace.sae_totals``: per token and layer, statistics of the full SAE activation vector."""
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """A ``capture.safetensors``, with ``feat_idx`` as int32 whatever its width on disk (int16 when it fits)."""
+    tensors = load_file(str(path))
+    tensors["feat_idx"] = tensors["feat_idx"].to(torch.int32)
+    return tensors
 
 
 @dataclass
@@ -89,6 +105,9 @@ class FeatureTrace:
     meta: dict[str, Any] = field(default_factory=dict)
     sae_totals: torch.Tensor | None = None
     """``[L, T, 3]`` full-activation L1 / L0 / entropy per token (:data:`SAE_TOTALS`); ``None`` in old captures."""
+    window_start: torch.Tensor | None = None
+    """``[N]`` position, in the example's full token sequence, of its first kept token (``0`` when every token is
+    kept; ``None`` in old captures, which kept every token)."""
 
     # ---- convenience views -------------------------------------------------------------------------------------
     @property
@@ -115,6 +134,41 @@ class FeatureTrace:
     def groups(self) -> list[str]:
         return list(self.meta["groups"])
 
+    @property
+    def full_contexts(self) -> bool:
+        """Whether every token of every example was kept (``capture.positions: all``, or a capture made before
+        positions existed)."""
+        return self.meta.get("positions", "all") == "all"
+
+    def window_starts(self) -> torch.Tensor:
+        """``[N]`` int64 :attr:`window_start` (zeros for a capture that kept every token)."""
+        if self.window_start is None:
+            return torch.zeros(self.n_examples, dtype=torch.long)
+        return self.window_start.to(torch.long)
+
+    def tracked_window(self, positions: str = "last_prompt_and_answer") -> FeatureTrace:
+        """This trace cut to what every stage but ``interpret`` reads: per example, its last prompt token and answer
+        span (what ``capture.positions: tracked`` keeps). Itself when it already is, or when ``positions`` (the
+        tracker's) is ``all``. Every per-example tensor and the decoder tables are shared, not copied."""
+        if positions == "all" or not self.full_contexts:
+            return self
+        lo = self.answer_start.long() - 1
+        length = self.answer_end.long() - lo
+        starts = self.offsets[:-1].long() + lo
+        row = torch.repeat_interleave(torch.arange(self.n_examples), length)
+        within = torch.arange(int(length.sum())) - torch.repeat_interleave(length.cumsum(0) - length, length)
+        keep = starts[row] + within
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), length.cumsum(0)])
+        fields = {name: getattr(self, name) for name in (*_TENSOR_FIELDS, *_OPTIONAL_FIELDS)}
+        fields |= {
+            "tokens": self.tokens[keep], "offsets": offsets, "answer_start": torch.ones_like(self.answer_start),
+            "answer_end": length.to(self.answer_end.dtype), "feat_idx": self.feat_idx[:, keep],
+            "feat_val": self.feat_val[:, keep], "window_start": self.window_starts() + lo,
+            "sae_totals": None if self.sae_totals is None else self.sae_totals[:, keep],
+        }
+        return FeatureTrace(**fields, dec_idx=self.dec_idx, dec_dir=self.dec_dir,
+                            meta=self.meta | {"positions": "tracked"})
+
     def example_slice(self, i: int) -> slice:
         return slice(int(self.offsets[i]), int(self.offsets[i + 1]))
 
@@ -139,6 +193,9 @@ class FeatureTrace:
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: getattr(self, k).contiguous() for k in _TENSOR_FIELDS}
         tensors.update({k: getattr(self, k).contiguous() for k in _OPTIONAL_FIELDS if getattr(self, k) is not None})
+        idx = tensors["feat_idx"]
+        if idx.numel() == 0 or int(idx.max()) <= torch.iinfo(torch.int16).max:  # lossless: SAEs of < 32768 features
+            tensors["feat_idx"] = idx.to(torch.int16)  # widened back to int32 on load
         atomic_save_file(tensors, folder / CAPTURE_TENSORS)
         dec: dict[str, torch.Tensor] = {}
         for j, (i, d) in enumerate(zip(self.dec_idx, self.dec_dir, strict=True)):
@@ -149,12 +206,44 @@ class FeatureTrace:
         return folder
 
     @classmethod
+    def concat(cls, parts: list[FeatureTrace], dec_idx: list[torch.Tensor], dec_dir: list[torch.Tensor],
+               meta: dict[str, Any]) -> FeatureTrace:
+        """The examples of ``parts`` one after the other (``offsets`` shifted), with the given decoder tables and
+        metadata (a sharded capture's merged ones)."""
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        tok_counts = torch.tensor([int(p.offsets[-1]) for p in parts], dtype=torch.long)
+        shift = torch.cat([torch.zeros(1, dtype=torch.long), tok_counts.cumsum(0)[:-1]])
+        offsets = torch.cat([parts[0].offsets[:1].long()]
+                            + [p.offsets[1:].long() + s for p, s in zip(parts, shift, strict=True)])
+        token_axis = {"tokens": 0, "feat_idx": 1, "feat_val": 1, "sae_totals": 1}
+        example_axis = {"answer_start": 0, "answer_end": 0, "answer_logprob": 0, "answer_mean_logprob": 0,
+                        "output_entropy": 0, "max_prob": 0, "resid_last_prompt": 1, "resid_answer_mean": 1,
+                        "window_start": 0}
+        out: dict[str, Any] = {"offsets": offsets}
+        for name, axis in {**token_axis, **example_axis}.items():
+            values = [getattr(p, name) for p in parts]
+            if name in _OPTIONAL_FIELDS and any(v is None for v in values):
+                if name == "window_start" and not all(v is None for v in values):
+                    values = [p.window_starts() for p in parts]
+                else:
+                    out[name] = None
+                    continue
+            out[name] = torch.cat(values, dim=axis)
+        return cls(**out, dec_idx=dec_idx, dec_dir=dec_dir, meta=meta)
+
+    @classmethod
     def load(cls, folder: str | Path) -> FeatureTrace:
+        """A saved capture: one file set, or a sharded capture's shards concatenated (:mod:`.shards`)."""
         folder = Path(folder)
+        from ghost_lens.capture.shards import CaptureShards, is_sharded
+
+        if is_sharded(folder):
+            return CaptureShards.open(folder).load()
         for name in (CAPTURE_TENSORS, CAPTURE_META, CAPTURE_DECODERS):
             if not (folder / name).is_file():
                 raise RunFolderError(f"no capture in {folder}: {name} is missing (run `ghost-lens track` first)")
-        tensors = load_file(str(folder / CAPTURE_TENSORS))
+        tensors = load_tensors(folder / CAPTURE_TENSORS)
         dec = load_file(str(folder / CAPTURE_DECODERS))
         n_layers = tensors["feat_idx"].shape[0]
         meta = json.loads((folder / CAPTURE_META).read_text())

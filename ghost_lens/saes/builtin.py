@@ -11,7 +11,7 @@ SAELens release covers SmolLM2-135M, so ghost-lens trains one, with SAELens, fro
    top-p 0.95 (:func:`ghost_lens.generate.generate`). Each chat (prompt + answer + end of turn) and each bare
    prompt is a document; the last prompts' documents are held out for quality.
 2. **SAEs.** One TopK SAE per tracked layer, all trained together by SAELens's ``MultiSAETrainingRunner`` from ONE
-   model forward per batch (:func:`ghost_lens.saes.training.train_saes`), with SAELens's activation normalisation
+   model forward per batch (:func:`ghost_lens.saes.training.train_saes` with :meth:`BundleSpec.training_config`), with SAELens's activation normalisation
    (``expected_average_only_in``) and the first position of every row left out (``seqpos_slice=(1, None)``: its
    residual norm is many times the others').
 3. **Quality** per layer on the held-out documents (FVU, L0, dead fraction, CE loss recovered; first position
@@ -52,6 +52,8 @@ from ghost_lens.errors import SAEError
 if TYPE_CHECKING:
     from rich.progress import Progress
     from transformer_lens import HookedTransformer
+
+    from ghost_lens.saes.config import SAETrainingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +99,19 @@ class BundleSpec:
     ce_sequences: int = 24
     """Held-out rows the CE loss recovered is measured on (it costs two partial forwards per SAE and row batch)."""
     seed: int = 0
+
+    def training_config(self) -> SAETrainingConfig:
+        """The :class:`~ghost_lens.saes.config.SAETrainingConfig` this spec trains its SAEs with (held-out rows
+        are the held-out prompts' documents; the first position of every row is left out)."""
+        from ghost_lens.saes.config import SAETrainingConfig
+
+        steps = self.training_tokens // self.train_batch_size_tokens
+        return SAETrainingConfig(
+            layers=list(self.layers), hook=self.hook, architecture=self.architecture, expansion=self.expansion,
+            training_tokens=self.training_tokens, context_size=self.context_size, k=self.k, lr=self.lr,
+            train_batch_size_tokens=self.train_batch_size_tokens, lr_decay_steps=int(steps * self.lr_decay_fraction),
+            seed=self.seed, skip_first=True, ce_sequences=self.ce_sequences,
+        )
 
 
 SMOLLM2_RES = BundleSpec(
@@ -240,20 +255,16 @@ def build_bundle(spec: BundleSpec, model: HookedTransformer, out: Path, *, progr
                                    separate=False)
         held = tokenize_documents(model, _doc_texts(docs, True), spec.context_size, source="held-out text",
                                   separate=False)
-        steps = spec.training_tokens // spec.train_batch_size_tokens
         t0 = time.perf_counter()
         train_saes(
-            model, spec.layers, train, out / SAES_DIR, held_out=held, hook=spec.hook,
-            architecture=spec.architecture, expansion=spec.expansion, training_tokens=spec.training_tokens,
-            seed=spec.seed, skip_first=True, ce_sequences=spec.ce_sequences, progress=bar, k=spec.k, lr=spec.lr,
-            train_batch_size_tokens=spec.train_batch_size_tokens, lr_decay_steps=int(steps * spec.lr_decay_fraction),
-            model_name=spec.model,
+            model, train, out / SAES_DIR, spec.training_config(), held_out=held, progress=bar, model_name=spec.model,
             extra_quality={"bundle": spec.release, "corpus": "the model's own answers to varied instruct prompts"},
         )
         times["train_and_quality_s"] = round(time.perf_counter() - t0, 1)
+    from ghost_lens.hooks import hook_name
     from ghost_lens.saes.quality import load_quality
 
-    quality = {str(L): load_quality(out / SAES_DIR / f"blocks.{L}.hook_{spec.hook}") for L in spec.layers}
+    quality = {str(L): load_quality(out / SAES_DIR / hook_name(L, spec.hook)) for L in spec.layers}
     info = {
         "release": spec.release,
         "format": BUNDLE_FORMAT,

@@ -8,7 +8,7 @@ Two entry points, both SAELens end to end (ghost-lens writes no training loop):
   forward per batch whatever the number of hooks (each SAE keeps its own optimizer, schedule and activation
   scaler inside SAELens).
 
-Steps (both):
+Steps (both; every setting from one :class:`~ghost_lens.saes.config.SAETrainingConfig`):
 1. read each hook's width from one short forward (``d_in``; a per-head hook is flattened, as SAELens does);
 2. build the runner config (no W&B, no checkpoints, no output folder, quiet) whose activation buffer holds at least
    two training batches (SAELens raises "Buffer size must be greater than or equal to batch size" otherwise);
@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from ghost_lens.errors import SAEError
+from ghost_lens.saes.config import SAETrainingConfig
 
 logger = logging.getLogger(__name__)
 
@@ -111,17 +112,18 @@ def hook_width(model: Any, hook_name: str, tokens: torch.Tensor) -> int:
     return hook_widths(model, [hook_name], tokens)[hook_name]
 
 
-def _sae_config(architecture: str, d_in: int, d_sae: int, k: int, l1_coefficient: float) -> Any:
+def _sae_config(cfg: SAETrainingConfig, d_in: int) -> Any:
     from sae_lens import JumpReLUTrainingSAEConfig, StandardTrainingSAEConfig, TopKTrainingSAEConfig
 
+    d_sae = cfg.expansion * d_in
     common = {"d_in": d_in, "d_sae": d_sae, "normalize_activations": "expected_average_only_in"}
-    if architecture == "topk":
-        return TopKTrainingSAEConfig(k=min(k, d_sae), **common)
-    if architecture == "standard":
-        return StandardTrainingSAEConfig(l1_coefficient=l1_coefficient, **common)
-    if architecture == "jumprelu":
-        return JumpReLUTrainingSAEConfig(l0_coefficient=l1_coefficient, **common)
-    raise SAEError(f"unknown SAE architecture {architecture!r}: use standard, topk or jumprelu")
+    if cfg.architecture == "topk":
+        return TopKTrainingSAEConfig(k=min(cfg.k, d_sae), **common)
+    if cfg.architecture == "standard":
+        return StandardTrainingSAEConfig(l1_coefficient=cfg.l1_coefficient, **common)
+    if cfg.architecture == "jumprelu":
+        return JumpReLUTrainingSAEConfig(l0_coefficient=cfg.l1_coefficient, **common)
+    raise SAEError(f"unknown SAE architecture {cfg.architecture!r}: use standard, topk or jumprelu")
 
 
 def _token_dataset(tokens: torch.Tensor, context_size: int) -> Any:
@@ -132,13 +134,22 @@ def _token_dataset(tokens: torch.Tensor, context_size: int) -> Any:
     return datasets.Dataset.from_dict({"input_ids": rows}).to_iterable_dataset()
 
 
-def _check_tokens(tokens: torch.Tensor, context_size: int | None) -> int:
+def _row_length(tokens: torch.Tensor, cfg: SAETrainingConfig) -> int:
+    """Tokens per training row: the rows' own length, cut to ``cfg.context_size`` when longer."""
     if tokens.ndim != 2 or tokens.shape[0] < 1:
         raise SAEError(f"SAE training tokens must be [n_seq, ctx], got shape {tuple(tokens.shape)}")
-    context_size = int(context_size or tokens.shape[1])
-    if context_size > tokens.shape[1]:
-        raise SAEError(f"context_size {context_size} is longer than the token rows ({tokens.shape[1]})")
-    return context_size
+    return min(cfg.context_size, int(tokens.shape[1]))
+
+
+def _schedule(cfg: SAETrainingConfig, batch_tokens: int) -> tuple[int, int]:
+    """``(warm-up steps, decay steps)`` of the learning rate for ``cfg.training_tokens`` in ``batch_tokens`` steps."""
+    steps = max(1, cfg.training_tokens // batch_tokens)
+    warm_up = cfg.lr_warm_up_steps if cfg.lr_warm_up_steps is not None else min(50, max(1, steps // 10))
+    return warm_up, min(cfg.lr_decay_steps, max(0, steps - warm_up))
+
+
+def _device(cfg: SAETrainingConfig, model: Any) -> str:
+    return cfg.device or str(getattr(model.cfg, "device", None) or "cpu")
 
 
 def _inference_sae(trained: Any, hook_name: str, model_name: str, device: str) -> Any:
@@ -156,65 +167,60 @@ def train_sae(
     model: Any,
     hook_name: str,
     tokens: torch.Tensor,
+    cfg: SAETrainingConfig | None = None,
     *,
-    architecture: str = "topk",
-    expansion: int = 4,
-    training_tokens: int,
-    k: int = 16,
-    l1_coefficient: float = 5.0,
-    lr: float = 1e-3,
-    seed: int = 0,
-    context_size: int | None = None,
-    device: str = "cpu",
     progress: Progress | None = None,
-    train_batch_size_tokens: int = 1024,
-    exclude_token_ids: list[int] | None = None,
     model_name: str | None = None,
 ) -> Any:
-    """Train one SAE of width ``expansion x d_in`` on ``hook_name`` of ``model`` over rows of ``tokens``.
+    """Train one SAE of width ``cfg.expansion x d_in`` on ``hook_name`` of ``model`` over rows of ``tokens``.
 
-    ``tokens`` is ``[n_seq, ctx]`` int64, each row a complete model input (with BOS if the model wants one); rows
-    are cut to ``context_size`` (default: ``ctx``). ``l1_coefficient`` is the L1 coefficient of a standard SAE and
-    the L0 coefficient of a JumpReLU one; ``k`` applies to TopK. ``exclude_token_ids`` (e.g. padding) are left out
-    of training. Returns an inference ``sae_lens.SAE`` whose ``cfg.metadata`` names the hook and the model.
+    ``tokens`` is ``[n_seq, ctx]`` int64, each row a complete model input (with BOS if the model wants one), cut to
+    ``cfg.context_size`` when longer. Every setting comes from ``cfg`` (:class:`SAETrainingConfig`; its ``layers``,
+    ``hook``, held-out and quality fields are those of :func:`ghost_lens.saes.training.train_saes` and unused here).
+    Returns an inference ``sae_lens.SAE`` whose ``cfg.metadata`` names the hook and ``model_name`` (default: the
+    model's own name).
     """
     from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
 
-    context_size = _check_tokens(tokens, context_size)
+    cfg = cfg or SAETrainingConfig()
+    context_size = _row_length(tokens, cfg)
     d_in = hook_width(model, hook_name, tokens)
-    train_batch_size_tokens = min(train_batch_size_tokens, training_tokens)
+    device = _device(cfg, model)
+    batch_tokens = min(cfg.train_batch_size_tokens, cfg.training_tokens)
+    warm_up, decay = _schedule(cfg, batch_tokens)
     store_batch = max(1, min(256, 4096 // context_size, tokens.shape[0]))  # ~4k tokens per model forward
     runner_cfg = LanguageModelSAERunnerConfig(
-        sae=_sae_config(architecture, d_in, expansion * d_in, k, l1_coefficient),
+        sae=_sae_config(cfg, d_in),
         model_name=model_name or getattr(model.cfg, "model_name", None) or "custom",
         hook_name=hook_name,
         dataset_path="ghost-lens-tokens",
         is_dataset_tokenized=True,
         streaming=False,
         context_size=context_size,
-        training_tokens=training_tokens,
-        train_batch_size_tokens=train_batch_size_tokens,
+        training_tokens=cfg.training_tokens,
+        train_batch_size_tokens=batch_tokens,
         store_batch_size_prompts=store_batch,
-        n_batches_in_buffer=max(4, math.ceil(2 * train_batch_size_tokens / context_size)),
-        n_batches_for_norm_estimate=4,
+        n_batches_in_buffer=max(4, math.ceil(2 * batch_tokens / context_size)),
+        n_batches_for_norm_estimate=cfg.n_batches_for_norm_estimate,
         n_eval_batches=1,
-        lr=lr,
-        lr_warm_up_steps=min(50, max(1, training_tokens // train_batch_size_tokens // 10)),
-        seed=seed,
+        lr=cfg.lr,
+        lr_warm_up_steps=warm_up,
+        lr_decay_steps=decay,
+        seed=cfg.seed,
         device=device,
         logger=LoggingConfig(log_to_wandb=False),
         checkpoint_path=None,
         output_path=None,
         verbose=False,
-        exclude_special_tokens=list(exclude_token_ids) if exclude_token_ids else False,
+        exclude_special_tokens=list(cfg.exclude_token_ids) if cfg.exclude_token_ids else False,
         model_from_pretrained_kwargs={},  # the model is injected; SAELens's default would warn on every load
     )
     dataset = _token_dataset(tokens, context_size)
-    logger.info("training a %s SAE (d_sae %d) on %s for %d tokens", architecture, expansion * d_in, hook_name,
-                training_tokens)
+    logger.info("training a %s SAE (d_sae %d) on %s for %d tokens", cfg.architecture, cfg.expansion * d_in,
+                hook_name, cfg.training_tokens)
     was_training = model.training
     with torch.random.fork_rng(devices=[]), _quiet_sae_lens(progress):
-        torch.manual_seed(seed)  # SAE initialisation and the activation buffer's shuffling
+        torch.manual_seed(cfg.seed)  # SAE initialisation and the activation buffer's shuffling
         runner = LanguageModelSAETrainingRunner(runner_cfg, override_model=model, override_dataset=dataset)
         trained = runner.run()
     model.train(was_training)
@@ -237,85 +243,72 @@ def train_saes_multi(
     model: Any,
     hook_names: Sequence[str],
     tokens: torch.Tensor,
+    cfg: SAETrainingConfig | None = None,
     *,
-    architecture: str = "topk",
-    expansion: int = 4,
-    training_tokens: int,
-    k: int = 16,
-    l1_coefficient: float = 5.0,
-    lr: float = 1e-3,
-    seed: int = 0,
-    context_size: int | None = None,
-    device: str = "cpu",
     progress: Progress | None = None,
-    train_batch_size_tokens: int = 1024,
-    exclude_token_ids: list[int] | None = None,
     model_name: str | None = None,
-    seqpos_slice: tuple[int | None, ...] = (None,),
-    lr_warm_up_steps: int | None = None,
-    lr_decay_steps: int = 0,
-    n_batches_for_norm_estimate: int = 4,
 ) -> dict[str, Any]:
     """Train one SAE per hook of ``hook_names`` together with SAELens's ``MultiSAETrainingRunner``.
 
     One model forward per batch of token rows feeds every SAE (the per-hook cost is only the SAE's own step).
-    Arguments as :func:`train_sae`, and: ``seqpos_slice`` keeps only those positions of each row for training
-    (``(1, None)`` leaves out the first, whose residual norm is many times the others' in most LMs);
-    ``lr_warm_up_steps`` (default: a tenth of the steps, at most 50) and ``lr_decay_steps`` (a linear decay to
-    ``lr / 10`` over the last steps) shape the learning rate. Returns hook name -> inference ``sae_lens.SAE``.
+    Settings as :func:`train_sae`, and ``cfg.skip_first`` leaves the first position of each row out of training
+    (SAELens ``seqpos_slice=(1, None)``; its residual norm is many times the others' in most LMs). Returns hook
+    name -> inference ``sae_lens.SAE``.
     """
     from sae_lens import LoggingConfig, MultiSAETrainingRunner, MultiSAETrainingRunnerConfig
 
+    cfg = cfg or SAETrainingConfig()
     names = list(dict.fromkeys(hook_names))
     if not names:
         raise SAEError("no hooks to train SAEs on")
-    context_size = _check_tokens(tokens, context_size)
+    context_size = _row_length(tokens, cfg)
     widths = hook_widths(model, names, tokens)
-    train_batch_size_tokens = min(train_batch_size_tokens, training_tokens)
+    device = _device(cfg, model)
+    batch_tokens = min(cfg.train_batch_size_tokens, cfg.training_tokens)
+    seqpos_slice = (1, None) if cfg.skip_first else (None,)
     training_context = len(range(context_size)[slice(*seqpos_slice)])
     if training_context < 1:
-        raise SAEError(f"seqpos_slice {seqpos_slice} leaves no position of a {context_size}-token row")
+        raise SAEError(f"skip_first leaves no position of a {context_size}-token row")
     store_batch = max(1, min(256, 4096 // context_size, tokens.shape[0]))  # ~4k tokens per model forward
-    steps = max(1, training_tokens // train_batch_size_tokens)
-    warm_up = lr_warm_up_steps if lr_warm_up_steps is not None else min(50, max(1, steps // 10))
+    warm_up, decay = _schedule(cfg, batch_tokens)
     model_name = model_name or getattr(model.cfg, "model_name", None) or "custom"
     runner_cfg = MultiSAETrainingRunnerConfig(
-        saes={h: _sae_config(architecture, widths[h], expansion * widths[h], k, l1_coefficient) for h in names},
+        saes={h: _sae_config(cfg, widths[h]) for h in names},
         hook_names={h: h for h in names},
         model_name=model_name,
         dataset_path="ghost-lens-tokens",
         streaming=False,
         context_size=context_size,
-        training_tokens=training_tokens,
-        train_batch_size_tokens=train_batch_size_tokens,
+        training_tokens=cfg.training_tokens,
+        train_batch_size_tokens=batch_tokens,
         store_batch_size_prompts=store_batch,
-        n_batches_in_buffer=max(4, math.ceil(2 * train_batch_size_tokens / training_context)),
-        n_batches_for_norm_estimate=n_batches_for_norm_estimate,
+        n_batches_in_buffer=max(4, math.ceil(2 * batch_tokens / training_context)),
+        n_batches_for_norm_estimate=cfg.n_batches_for_norm_estimate,
         n_eval_batches=1,
         seqpos_slice=seqpos_slice,
-        lr=lr,
+        lr=cfg.lr,
         lr_warm_up_steps=warm_up,
-        lr_decay_steps=min(lr_decay_steps, max(0, steps - warm_up)),
-        seed=seed,
+        lr_decay_steps=decay,
+        seed=cfg.seed,
         device=device,
         logger=LoggingConfig(log_to_wandb=False),
         checkpoint_path=None,
         output_path=None,
-        exclude_special_tokens=list(exclude_token_ids) if exclude_token_ids else False,
+        exclude_special_tokens=list(cfg.exclude_token_ids) if cfg.exclude_token_ids else False,
         model_from_pretrained_kwargs={},  # the model is injected
     )
     dataset = _token_dataset(tokens, context_size)
     logger.info("training %d %s SAEs (x%d) on %s for %d tokens from one forward per batch", len(names),
-                architecture, expansion, ", ".join(names), training_tokens)
+                cfg.architecture, cfg.expansion, ", ".join(names), cfg.training_tokens)
     was_training = model.training
     with torch.random.fork_rng(devices=[]), _quiet_sae_lens(None):
-        torch.manual_seed(seed)  # SAE initialisation and the activation buffer's shuffling
+        torch.manual_seed(cfg.seed)  # SAE initialisation and the activation buffer's shuffling
         runner = MultiSAETrainingRunner(runner_cfg, override_model=model, override_dataset=dataset)
         if progress is not None:
             store = runner.activations_store
             loader = store.get_multi_hook_data_loader
             store.get_multi_hook_data_loader = lambda: _counted(  # type: ignore[method-assign]
-                loader(), n_batches_for_norm_estimate, train_batch_size_tokens, training_tokens, progress
+                loader(), cfg.n_batches_for_norm_estimate, batch_tokens, cfg.training_tokens, progress
             )
         trained = runner.run()
     model.train(was_training)

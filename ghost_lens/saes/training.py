@@ -1,7 +1,8 @@
 """Train one SAE per layer on a model's activations and save them as a loadable SAE folder.
 
-1. Check every argument (layers, hook, architecture, expansion, token budget, held-out share, the output folder)
-   before anything is written (:func:`check_training_options`, :func:`check_layers`): a bad one is one :class:`~ghost_lens.errors.ConfigError` line.
+1. Every setting comes from one :class:`~ghost_lens.saes.config.SAETrainingConfig` (validated when built: a bad
+   value is one :class:`~ghost_lens.errors.ConfigError` line); the layers (every layer when it names none), the
+   tokens and the output folder are checked before anything is written.
 2. Split the token sequences: the last ``held_out_fraction`` (at least one sequence) is kept out of training.
 3. :func:`ghost_lens.saes.train.train_saes_multi` trains all layers' SAEs on ``blocks.{L}.hook_{hook}`` together
    with SAELens's ``MultiSAETrainingRunner``: one model forward per batch whatever the number of layers.
@@ -13,6 +14,8 @@
    layers that were not trained are never touched.
 
 The folder is then a source like any other: ``load_bundle(model, sae_dir=out_dir)`` / ``--sae-dir out_dir``.
+:func:`train_saes_on_dataset` is ``ghost-lens train-saes``: a run config's model, a text corpus cut into rows, then
+:func:`train_saes`.
 """
 
 from __future__ import annotations
@@ -24,24 +27,24 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from jaxtyping import Int
 from torch import Tensor
 
 from ghost_lens.errors import ConfigError, RunFolderError
-from ghost_lens.hooks import RESID_KINDS, hook_name
+from ghost_lens.hooks import hook_name
 from ghost_lens.saes.bundle import SAEBundle
+from ghost_lens.saes.config import SAETrainingConfig
 from ghost_lens.saes.quality import saes_quality, save_quality
 
 if TYPE_CHECKING:
     from rich.progress import Progress
     from transformer_lens import HookedTransformer
 
-logger = logging.getLogger(__name__)
+    from ghost_lens.config import RunConfig
 
-Architecture = Literal["standard", "topk", "jumprelu"]
-ARCHITECTURES = ("standard", "topk", "jumprelu")
+logger = logging.getLogger(__name__)
 
 
 def split_held_out(tokens: Tensor, held_out_fraction: float) -> tuple[Tensor, Tensor]:
@@ -51,47 +54,6 @@ def split_held_out(tokens: Tensor, held_out_fraction: float) -> tuple[Tensor, Te
         return tokens, tokens[:0]
     n_held = min(n - 1, max(1, round(n * held_out_fraction)))
     return tokens[: n - n_held], tokens[n - n_held :]
-
-
-def check_training_options(
-    *,
-    hook: str = "resid_post",
-    architecture: str = "topk",
-    expansion: int = 1,
-    training_tokens: int = 1,
-    held_out_fraction: float = 0.0,
-    tokens_shape: tuple[int, ...] | None = None,
-    train_kwargs: Mapping[str, Any] | None = None,
-) -> None:
-    """Check the model-independent training arguments; a bad one raises a one-line ConfigError naming it."""
-    if hook not in RESID_KINDS:
-        raise ConfigError(f"hook must be one of {', '.join(RESID_KINDS)}, got {hook!r}")
-    if architecture not in ARCHITECTURES:
-        raise ConfigError(f"architecture must be standard, topk or jumprelu, got {architecture!r}")
-    if isinstance(expansion, bool) or not isinstance(expansion, int) or expansion < 1:
-        raise ConfigError(f"expansion (d_sae = expansion x d_model) must be an integer >= 1, got {expansion!r}")
-    if isinstance(training_tokens, bool) or not isinstance(training_tokens, int) or training_tokens < 1:
-        raise ConfigError(f"training tokens must be an integer >= 1, got {training_tokens!r}")
-    if not 0.0 <= held_out_fraction < 1.0:
-        raise ConfigError(f"held_out_fraction must be in [0, 1), got {held_out_fraction!r}")
-    if tokens_shape is not None and (len(tokens_shape) != 2 or tokens_shape[0] < 1 or tokens_shape[1] < 2):
-        raise ConfigError(f"tokens must be [n_seq >= 1, ctx >= 2], got shape {tuple(tokens_shape)}")
-    kw = dict(train_kwargs or {})
-    for key in ("k", "train_batch_size_tokens", "n_batches_for_norm_estimate"):
-        if key in kw and (not isinstance(kw[key], int) or isinstance(kw[key], bool) or kw[key] < 1):
-            raise ConfigError(f"{key} must be an integer >= 1, got {kw[key]!r}")
-    for key in ("lr", "l1_coefficient"):
-        if key in kw and not (isinstance(kw[key], int | float) and kw[key] > 0):
-            raise ConfigError(f"{key} must be > 0, got {kw[key]!r}")
-
-
-def check_layers(n_layers: int, layers: Sequence[int]) -> list[int]:
-    """``layers`` sorted and unique, or a one-line ConfigError unless they are a non-empty subset of the model's."""
-    layer_list = sorted(set(layers))
-    bad = [L for L in layer_list if not 0 <= L < n_layers]
-    if bad or not layer_list:
-        raise ConfigError(f"layers must be a non-empty subset of 0..{n_layers - 1}, got {list(layers)}")
-    return layer_list
 
 
 def _check_out_dir(out_dir: Path, force: bool) -> None:
@@ -120,94 +82,76 @@ def swap_in(staging: Path, out_dir: Path, names: Sequence[str]) -> None:
         shutil.rmtree(trash, ignore_errors=True)
 
 
+def _check_tokens(tokens: Tensor, held_out: Tensor | None) -> None:
+    if tokens.ndim != 2 or tokens.shape[0] < 1 or tokens.shape[1] < 2:
+        raise ConfigError(f"tokens must be [n_seq >= 1, ctx >= 2], got shape {tuple(tokens.shape)}")
+    if held_out is not None and (held_out.ndim != 2 or held_out.shape[0] < 1 or held_out.shape[1] < 2):
+        raise ConfigError(f"held-out tokens must be [n_seq >= 1, ctx >= 2], got shape {tuple(held_out.shape)}")
+
+
 def train_saes(
     model: HookedTransformer,
-    layers: Sequence[int],
     tokens: Int[Tensor, "n_seq ctx"],
     out_dir: str | Path,
+    cfg: SAETrainingConfig | None = None,
     *,
-    hook: str = "resid_post",
-    architecture: Architecture = "topk",
-    expansion: int = 5,
-    training_tokens: int = 1_000_000,
-    seed: int = 0,
-    held_out_fraction: float = 0.1,
     held_out: Int[Tensor, "n_held ctx"] | None = None,
-    skip_first: bool = True,
-    ce_sequences: int | None = 32,
     force: bool = False,
-    device: str = "cpu",
     progress: bool | Progress = True,
+    model_name: str | None = None,
     extra_quality: Mapping[str, Any] | None = None,
-    **train_kwargs: Any,
 ) -> SAEBundle:
     """Train (all layers from one forward per batch), evaluate and save one SAE per layer; returns the bundle.
 
     Args:
         model: the model whose activations the SAEs learn.
-        layers: block indices to train an SAE for.
         tokens: training token sequences ``[n_seq, ctx]`` (e.g. from :func:`~ghost_lens.saes.datasets.tokenize_corpus`).
         out_dir: where the SAE folders go (``out_dir/blocks.{L}.hook_{hook}/``); must be empty unless ``force``.
-        hook: residual hook kind read at each layer.
-        architecture: ``standard`` (ReLU + L1), ``topk`` or ``jumprelu``.
-        expansion: SAE width as a multiple of ``d_model``.
-        training_tokens: activation tokens every SAE is trained on (all SAEs see the same tokens).
-        seed: seeds the SAEs' initialisation and the activation buffer's shuffling.
-        held_out_fraction: share of ``tokens`` rows kept out of training for ``quality.json``.
-        held_out: the held-out rows themselves (then every row of ``tokens`` is trained on; the fraction is unused).
-        skip_first: leave each row's first position (BOS, an attention sink with an outsized norm) out of training
-            (SAELens ``seqpos_slice=(1, None)``) and out of the quality measures.
-        ce_sequences: held-out rows used for the CE loss recovered (``None``: all, ``0``: not measured).
+        cfg: every training setting (:class:`~ghost_lens.saes.config.SAETrainingConfig`; default: its defaults),
+            the layers included (``None``: every layer of ``model``).
+        held_out: held-out rows for ``quality.json`` (then every row of ``tokens`` is trained on and
+            ``cfg.held_out_fraction`` is unused).
         force: replace the SAE folders of the trained layers in a non-empty ``out_dir`` (other files stay).
-        device: training device.
         progress: a rich progress bar over training tokens (``True``), an existing ``Progress`` to add to, or
             ``False``.
+        model_name: the model name the SAEs' metadata records (default: the model's own).
         extra_quality: more keys for every ``quality.json`` (e.g. how the training text was made).
-        train_kwargs: passed on to :func:`ghost_lens.saes.train.train_saes_multi` (``k``, ``l1_coefficient``,
-            ``lr``, ``train_batch_size_tokens``, ``lr_decay_steps`` ...).
     """
     from ghost_lens.saes.train import train_saes_multi
 
-    check_training_options(
-        hook=hook, architecture=architecture, expansion=expansion, training_tokens=training_tokens,
-        held_out_fraction=held_out_fraction, tokens_shape=tuple(tokens.shape), train_kwargs=train_kwargs,
-    )
-    layer_list = check_layers(model.cfg.n_layers, layers)
+    cfg = cfg or SAETrainingConfig()
+    _check_tokens(tokens, held_out)
+    layer_list = cfg.resolved_layers(model.cfg.n_layers)
     out = Path(out_dir).expanduser()
     _check_out_dir(out, force)
     if held_out is not None:
-        if held_out.ndim != 2 or held_out.shape[0] < 1 or held_out.shape[1] < 2:
-            raise ConfigError(f"held-out tokens must be [n_seq >= 1, ctx >= 2], got shape {tuple(held_out.shape)}")
         train_tokens = tokens
     else:
-        train_tokens, held_out = split_held_out(tokens, held_out_fraction)
+        train_tokens, held_out = split_held_out(tokens, cfg.held_out_fraction)
     if held_out.shape[0] == 0:
         logger.warning("no held-out sequences: quality.json is measured on the training tokens")
         held_out = tokens
-    names = {layer: hook_name(layer, hook) for layer in layer_list}
+    names = {layer: hook_name(layer, cfg.hook) for layer in layer_list}
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-training-", dir=out.parent))
     try:
-        with _token_progress(progress, training_tokens, len(layer_list)) as bar:
-            saes = train_saes_multi(
-                model, list(names.values()), train_tokens, architecture=architecture, expansion=expansion,
-                training_tokens=training_tokens, seed=seed, device=device, progress=bar,
-                seqpos_slice=(1, None) if skip_first else (None,), **train_kwargs,
-            )
-        qualities = saes_quality(model, saes, held_out, skip_first=skip_first, ce_sequences=ce_sequences)
+        with _token_progress(progress, cfg.training_tokens, len(layer_list)) as bar:
+            saes = train_saes_multi(model, list(names.values()), train_tokens, cfg, progress=bar,
+                                    model_name=model_name)
+        qualities = saes_quality(model, saes, held_out, skip_first=cfg.skip_first, ce_sequences=cfg.ce_sequences)
         for name in names.values():
             sae = saes[name]
             sae.save_model(staging / name)
             quality = {
                 **qualities[name],
-                "architecture": architecture,
-                "expansion": expansion,
-                "training_tokens": training_tokens,
+                "architecture": cfg.architecture,
+                "expansion": cfg.expansion,
+                "training_tokens": cfg.training_tokens,
                 "trained_with": "MultiSAETrainingRunner",
                 "layers_trained_together": layer_list,
-                "skip_first_position": skip_first,
-                "seed": seed,
+                "skip_first_position": cfg.skip_first,
+                "seed": cfg.seed,
                 "held_out_sequences": int(held_out.shape[0]),
                 **(extra_quality or {}),
             }
@@ -218,6 +162,35 @@ def train_saes(
         shutil.rmtree(staging, ignore_errors=True)
     return SAEBundle({L: saes[n] for L, n in names.items()}, source=f"trained, folder {out}", hook_names=names,
                      sae_ids=names, folder=out)
+
+
+def train_saes_on_dataset(
+    run_cfg: RunConfig,
+    dataset: str | Path,
+    out_dir: str | Path,
+    cfg: SAETrainingConfig | None = None,
+    *,
+    force: bool = False,
+    progress: bool | Progress = True,
+    model: HookedTransformer | None = None,
+) -> SAEBundle:
+    """``ghost-lens train-saes``: SAEs for ``run_cfg``'s model on a text corpus, saved into ``out_dir``.
+
+    The output folder is checked first (not empty without ``force``: one line, nothing loaded); then the model
+    (``run_cfg.model`` on ``run_cfg.device``, unless ``model`` is given), the corpus ``dataset`` (``.txt``,
+    ``.jsonl`` with a ``text`` field, a dataset folder or a hub name) cut into rows of ``cfg.context_size`` tokens
+    (:func:`~ghost_lens.saes.datasets.tokenize_corpus`), and :func:`train_saes` with ``cfg``.
+    """
+    from ghost_lens.models import load_model
+    from ghost_lens.saes.datasets import tokenize_corpus
+
+    cfg = cfg or SAETrainingConfig()
+    _check_out_dir(Path(out_dir).expanduser(), force)
+    if model is None:
+        model = load_model(run_cfg.model, device=run_cfg.device, world_cfg=run_cfg.world)
+    cfg.resolved_layers(model.cfg.n_layers)  # a layer the model lacks: one line before the corpus is read
+    tokens = tokenize_corpus(model, dataset, cfg.context_size)
+    return train_saes(model, tokens, out_dir, cfg, force=force, progress=progress, model_name=run_cfg.model)
 
 
 def format_quality(q: Mapping[str, Any]) -> str:

@@ -118,6 +118,7 @@ def world_fingerprint(folder: Path, model: Any) -> dict[str, Any]:
 
 
 def _build(cfg: WorldConfig, out: Path, progress: bool) -> dict[str, Any]:
+    from ghost_lens.saes.config import SAETrainingConfig
     from ghost_lens.saes.train import train_sae
 
     t_start, times = time.perf_counter(), {}
@@ -154,10 +155,13 @@ def _build(cfg: WorldConfig, out: Path, progress: bool) -> dict[str, Any]:
         for layer in range(cfg.n_layers):
             hook = hook_name(layer, "resid_post")
             task = bars.add_task(f"SAE {hook}", total=cfg.sae_training_tokens, note="")
+            sae_cfg = SAETrainingConfig(
+                architecture=cfg.sae_architecture, expansion=cfg.sae_expansion, training_tokens=cfg.sae_training_tokens,
+                context_size=tokens.shape[1], k=cfg.sae_k, lr=cfg.sae_lr, seed=cfg.seed + layer,
+                train_batch_size_tokens=cfg.sae_batch_tokens, exclude_token_ids=skip, device="cpu",
+            )
             sae = train_sae(
-                model, hook, tokens, architecture=cfg.sae_architecture, expansion=cfg.sae_expansion,
-                training_tokens=cfg.sae_training_tokens, k=cfg.sae_k, lr=cfg.sae_lr, seed=cfg.seed + layer,
-                train_batch_size_tokens=cfg.sae_batch_tokens, exclude_token_ids=skip, model_name=w.MODEL_NAME,
+                model, hook, tokens, sae_cfg, model_name=w.MODEL_NAME,
                 progress=lambda done, total, t=task: bars.update(t, completed=done, total=total),
             )
             sae.save_model(out / w.SAES_DIR / hook)

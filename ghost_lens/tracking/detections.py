@@ -5,7 +5,9 @@ Vectorised over a batch of examples and all layers at once (arrays padded to ``[
 
 1. Positions: ``cfg.positions`` picks the token positions that provide detections (``answer``: the answer span;
    ``last_prompt_and_answer``: the last prompt token and the answer span; ``last_prompt``: the last prompt token
-   alone; ``all``: every token, BOS included).
+   alone; ``all``: every token, BOS included, which needs a capture made with ``capture.positions: all``).
+   Positions are reported in the example's full token sequence (a capture that kept only the tracked window
+   stores where it starts, ``FeatureTrace.window_start``), so graphs do not depend on what the capture kept.
 2. Candidates: every captured (feature, value) of those positions with value > 0 (the capture keeps the top-k
    features per token, so a (feature, position) pair occurs at most once).
 3. The top ``top_k_features`` per example and layer by activation (``partition``, then ties with the cut value
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 from ghost_lens.capture.trace import FeatureTrace
+from ghost_lens.errors import ConfigError
 
 
 @dataclass
@@ -73,15 +76,26 @@ class TraceArrays:
         self.feat_idx = _np(trace.feat_idx)
         val = _np(trace.feat_val)
         self.feat_val = val if val.dtype in (np.float32, np.float64) else val.astype(np.float32)
+        self.window_start = trace.window_starts().numpy().astype(np.int64)
+        self.full_contexts = trace.full_contexts
 
     def spans(self, examples: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
-        """Tracked token range ``[lo, hi)`` of each example, relative to its start."""
+        """Tracked token range ``[lo, hi)`` of each example, relative to its first kept token."""
+        if mode == "all" and not self.full_contexts:
+            raise ConfigError("tracker.positions 'all' needs every token, but this capture kept only the last prompt "
+                              "token and the answer: capture again with capture.positions=all")
         n_tok = self.offsets[examples + 1] - self.offsets[examples]
         return _span(n_tok, self.answer_start[examples], self.answer_end[examples], mode)
 
     def layer_scale(self, mode: str) -> np.ndarray:
         """``[L]`` per-layer scale of ``normalization="layer"``: the mean, over the examples with any activation
         there, of each example's largest activation in its tracked span (1 for a layer where nothing is active)."""
+        total, count = self.layer_scale_parts(mode)
+        return combine_layer_scale([(total, count)])
+
+    def layer_scale_parts(self, mode: str) -> tuple[np.ndarray, np.ndarray]:
+        """``(sum [L], count [L])`` of :meth:`layer_scale` over these examples (parts of a sharded capture add up:
+        :func:`combine_layer_scale`)."""
         n = self.offsets.size - 1
         lo, hi = self.spans(np.arange(n), mode)
         width = int((hi - lo).max(initial=0))
@@ -90,9 +104,7 @@ class TraceArrays:
         tok = np.where(ok, self.offsets[:-1, None] + rel, 0)  # [N, P]
         top = np.where(ok, self.feat_val[:, tok, 0], 0.0).max(axis=-1, initial=0.0)  # [L, N]: values sorted desc
         active = top > 0
-        total = np.where(active, top, 0.0).sum(axis=1)
-        count = active.sum(axis=1)
-        return np.where(count > 0, total / np.maximum(count, 1), 1.0).astype(np.float64)
+        return np.where(active, top, 0.0).sum(axis=1).astype(np.float64), active.sum(axis=1).astype(np.int64)
 
     def detections(
         self, examples: np.ndarray, mode: str, top_k: int, normalization: str = "max",
@@ -147,11 +159,19 @@ class TraceArrays:
             norm = act.copy()
         return Detections(
             feature=np.take_along_axis(idx, cand, axis=-1).astype(np.int64),
-            pos=np.take_along_axis(rel, (cand // k).reshape(n_b, -1), axis=1).reshape(cand.shape),
+            pos=np.take_along_axis(rel, (cand // k).reshape(n_b, -1), axis=1).reshape(cand.shape)
+            + self.window_start[examples, None, None],
             activation=act,
             norm_activation=norm,
             valid=act > 0,
         )
+
+
+def combine_layer_scale(parts: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """:meth:`TraceArrays.layer_scale` from the ``(sum, count)`` parts of disjoint sets of examples."""
+    total = np.sum([p[0] for p in parts], axis=0)
+    count = np.sum([p[1] for p in parts], axis=0)
+    return np.where(count > 0, total / np.maximum(count, 1), 1.0).astype(np.float64)
 
 
 def _np(t: torch.Tensor | np.ndarray) -> np.ndarray:

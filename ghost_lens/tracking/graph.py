@@ -81,11 +81,21 @@ class TrackGraph:
         return isinstance(other, TrackGraph) and nx.utils.graphs_equal(self.graph, other.graph)
 
     # ---- export / load -------------------------------------------------------------------------------------------
+    def node_link_data(self) -> dict[str, Any]:
+        """The node-link dict (``nx.node_link_data(G, edges="edges")``) with string node ids: the one serialised
+        form, in :meth:`to_node_link` files and in a run's ``graphs.jsonl.gz`` (:mod:`ghost_lens.tracking.graph_io`)."""
+        return nx.node_link_data(_relabel(self.graph, format_node_id), edges="edges")
+
+    @classmethod
+    def from_node_link_data(cls, data: dict[str, Any]) -> TrackGraph:
+        """Inverse of :meth:`node_link_data`."""
+        g = nx.node_link_graph(data, directed=True, edges="edges")
+        return cls(_relabel(nx.DiGraph(g), parse_node_id))
+
     def to_node_link(self, path: str | Path) -> Path:
-        """Write node-link JSON (``nx.node_link_data(G, edges="edges")``) with string node ids."""
-        data = nx.node_link_data(_relabel(self.graph, format_node_id), edges="edges")
+        """Write node-link JSON (:meth:`node_link_data`) with string node ids."""
         path = Path(path)
-        path.write_text(json.dumps(data))
+        path.write_text(json.dumps(self.node_link_data()))
         return path
 
     def to_graphml(self, path: str | Path) -> Path:
@@ -110,7 +120,7 @@ class TrackGraph:
                 if isinstance(g.graph.get(key), str):
                     g.graph[key] = json.loads(g.graph[key])
         else:
-            g = nx.node_link_graph(json.loads(path.read_text()), directed=True, edges="edges")
+            return cls.from_node_link_data(json.loads(path.read_text()))
         return cls(_relabel(nx.DiGraph(g), parse_node_id))
 
 

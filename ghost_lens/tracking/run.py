@@ -11,15 +11,25 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ghost_lens.capture.shards import CaptureShards
 from ghost_lens.capture.trace import FeatureTrace
 from ghost_lens.config import TrackerConfig, from_dict, to_dict
 from ghost_lens.constants import TRACK_METRICS
 from ghost_lens.errors import RunFolderError
+from ghost_lens.tracking.detections import TraceArrays, combine_layer_scale
 from ghost_lens.tracking.graph import TrackGraph
 from ghost_lens.tracking.metrics import batch_metrics, batch_scale_metrics, feature_names, scale_feature_names
-from ghost_lens.tracking.tracker import Tracker, random_decoders
+from ghost_lens.tracking.tracker import DecoderTable, Tracker, random_decoders
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class _Decoders:
+    """The decoder tables of a sharded capture, as :func:`random_decoders` reads them from a trace."""
+
+    dec_idx: list[Any]
+    dec_dir: list[Any]
 
 
 @dataclass
@@ -92,7 +102,7 @@ class TrackingResult:
 
 
 def track_trace(
-    trace: FeatureTrace,
+    trace: FeatureTrace | CaptureShards,
     cfg: TrackerConfig,
     *,
     decoder_mode: Literal["sae", "random"] = "sae",
@@ -108,34 +118,54 @@ def track_trace(
     metrics from the tracker's arrays without building networkx graphs (the fast path). ``progress`` logs at
     INFO about every tenth of the examples. ``scale=True`` appends the raw-activation columns of
     :func:`~ghost_lens.tracking.metrics.scale_metrics` to the metrics.
+
+    ``trace`` may be a sharded capture (:class:`~ghost_lens.capture.shards.CaptureShards`): it is then tracked one
+    shard at a time (the decoder table, and the per-layer constants of ``normalization="layer"``, over all shards),
+    with the same result as its concatenation.
     """
     if decoder_mode not in ("sae", "random"):
         raise ValueError(f"decoder_mode must be 'sae' or 'random', got {decoder_mode!r}")
-    tracker = Tracker(trace, cfg, random_decoders(trace, seed) if decoder_mode == "random" else None)
-    names = feature_names(tracker.layers) + (scale_feature_names(tracker.layers) if scale else [])
+    sharded = isinstance(trace, CaptureShards)
+    if sharded:
+        dec_idx, dec_dir = trace.decoders()
+        dirs = random_decoders(_Decoders(dec_idx, dec_dir), seed) if decoder_mode == "random" else dec_dir
+        table = DecoderTable(dec_idx, dirs)
+        layer_scale = None
+        if cfg.normalization == "layer":
+            layer_scale = combine_layer_scale([TraceArrays(s).layer_scale_parts(cfg.positions) for s in trace])
+        parts = (Tracker(s, cfg, table=table, scale=layer_scale) for s in trace)
+    else:
+        parts = iter([Tracker(trace, cfg, random_decoders(trace, seed) if decoder_mode == "random" else None)])
+    meta = trace.meta
     n = trace.n_examples
+    layers = [int(x) for x in meta.get("layers", range(0 if sharded else trace.n_layers))]
+    names = feature_names(layers) + (scale_feature_names(layers) if scale else [])
     metrics = np.zeros((n, len(names)), dtype=np.float64)
     graphs: list[TrackGraph] | None = [] if keep_graphs else None
-    t0, logged = time.perf_counter(), 0
-    for examples in tracker.batches():
-        batch = tracker.batch(examples)
-        metrics[examples] = (
-            np.concatenate([batch_metrics(batch), batch_scale_metrics(batch)], axis=1) if scale
-            else batch_metrics(batch)
-        )
-        if graphs is not None:
-            graphs.extend(batch.example(b).to_graph() for b in range(examples.size))
-        done = int(examples[-1]) + 1
-        if progress and (done - logged >= max(1, n // 10) or done == n):
-            logged = done
-            logger.info("tracked %d/%d examples (%.1f s)", done, n, time.perf_counter() - t0)
+    ids: list[str] = []
+    t0, logged, base = time.perf_counter(), 0, 0
+    for tracker in parts:
+        for examples in tracker.batches():
+            batch = tracker.batch(examples)
+            metrics[base + examples] = (
+                np.concatenate([batch_metrics(batch), batch_scale_metrics(batch)], axis=1) if scale
+                else batch_metrics(batch)
+            )
+            if graphs is not None:
+                graphs.extend(batch.example(b).to_graph() for b in range(examples.size))
+            done = base + int(examples[-1]) + 1
+            if progress and (done - logged >= max(1, n // 10) or done == n):
+                logged = done
+                logger.info("tracked %d/%d examples (%.1f s)", done, n, time.perf_counter() - t0)
+        ids += tracker.ids
+        base += len(tracker.ids)
     return TrackingResult(
         metrics=metrics,
         feature_names=names,
-        ids=tracker.ids,
-        layers=tracker.layers,
+        ids=ids,
+        layers=layers,
         config=cfg,
-        labels=trace.labels if "labels" in trace.meta else None,
+        labels=list(meta["labels"]) if "labels" in meta else None,
         decoder_mode=decoder_mode,
         seed=seed,
         graphs=graphs,

@@ -136,15 +136,20 @@ def track_batch(
 class Tracker:
     """A trace prepared for tracking (numpy views, decoder table, layers, ids); :meth:`batch` tracks examples."""
 
-    def __init__(self, trace: FeatureTrace, cfg: TrackerConfig, decoders: list[torch.Tensor] | None = None):
+    def __init__(self, trace: FeatureTrace, cfg: TrackerConfig, decoders: list[torch.Tensor] | None = None, *,
+                 table: DecoderTable | None = None, scale: np.ndarray | None = None):
+        """``table`` (built once for a sharded capture's shards) replaces the trace's own decoder table and
+        ``decoders``; ``scale`` the per-layer constants of ``normalization="layer"`` (default: over ``trace``)."""
         self.cfg = cfg
         self.data = TraceArrays(trace)
-        self.table = DecoderTable.from_trace(trace, decoders)
+        self.table = table if table is not None else DecoderTable.from_trace(trace, decoders)
         self.layers = [int(x) for x in trace.meta.get("layers", range(trace.n_layers))]
         self.ids = [str(x) for x in trace.meta.get("ids", range(trace.n_examples))]
         # the per-layer constants of normalization="layer", over the whole trace (label-free), so a batch's
         # normalisation never depends on which other examples share the batch
-        self.scale = self.data.layer_scale(cfg.positions) if cfg.normalization == "layer" else None
+        self.scale = scale
+        if cfg.normalization == "layer" and scale is None:
+            self.scale = self.data.layer_scale(cfg.positions)
 
     def batches(self, max_batch: int = 64, budget: int = 2**21) -> Iterator[np.ndarray]:
         """Consecutive example indices in batches whose candidate arrays stay under ``budget`` elements."""

@@ -14,8 +14,9 @@ runner = CliRunner(env={"COLUMNS": "200"})  # wide: rich tables keep their cells
 
 TINY_SETS = [arg for k, v in TINY_WORLD.items() for arg in ("--set", f"world.{k}={v}")]
 """``--set world.k=v`` for every field of the tiny world (pass to any command that reads the world)."""
-RUN_SETS = [*TINY_SETS, "--set", "eval.n_bootstrap=50"]
-"""The overrides of the session's tiny run (tiny world, 50 bootstrap resamples)."""
+RUN_SETS = [*TINY_SETS, "--set", "eval.n_bootstrap=50", "--set", "capture.positions=all"]
+"""The overrides of the session's tiny run (tiny world, 50 bootstrap resamples, every token kept for
+``interpret``)."""
 
 
 def invoke(*args: str, **kwargs):

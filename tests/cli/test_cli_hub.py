@@ -12,7 +12,7 @@ from ghost_lens import constants as C
 from tests.cli.helpers_cli import invoke
 from tests.helpers_hub import use_offline_hub
 
-HUB_SETS = ["--set", "eval.n_bootstrap=50", "--set", "eval.n_folds=2"]
+HUB_SETS = ["--set", "eval.n_bootstrap=50", "--set", "eval.n_folds=2", "--set", "capture.positions=all"]
 
 
 @pytest.fixture(scope="module")
@@ -71,11 +71,16 @@ def test_train_saes_then_track_with_sae_dir(offline_hub, small_csv, tmp_path):
     corpus.write_text("\n".join(f"The capital of {c} is {k}." for c, k in
                                 [("France", "Paris"), ("Germany", "Berlin"), ("Italy", "Rome")] * 20))
     saes = tmp_path / "saes"
+    training_yaml = tmp_path / "train.yaml"  # the typed flags win over the file's expansion and layers
+    training_yaml.write_text("architecture: standard\nexpansion: 3\nlayers: [1]\n")
     result = invoke("train-saes", "--model", "gpt2", "--dataset", corpus, "--layers", "0,1", "--training-tokens",
-                    "1024", "--context-size", "16", "--expansion", "2", "--out", saes)
+                    "1024", "--context-size", "16", "--expansion", "2", "--out", saes, "--training-config",
+                    training_yaml)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in saes.iterdir() if p.is_dir()) == ["blocks.0.hook_resid_post",
                                                                     "blocks.1.hook_resid_post"]
+    quality = json.loads((saes / "blocks.1.hook_resid_post" / C.SAE_QUALITY).read_text())
+    assert (quality["architecture"], quality["expansion"]) == ("standard", 2)
     out = tmp_path / "run"
     result = invoke("track", "--model", "gpt2", "--sae-dir", saes, "--dataset", small_csv, *HUB_SETS, "--set",
                     "eval.baselines=[length,logprob]", "--out", out)

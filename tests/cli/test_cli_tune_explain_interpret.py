@@ -18,8 +18,8 @@ RUN_FILES = (C.CONFIG, C.MANIFEST, C.REPORT, C.DETECTION_METRICS, C.PREDICTIONS,
 
 def _digest(run) -> dict[str, str]:
     """Hashes of the run's own files and its capture: what tune / explain / interpret must never change."""
-    paths = [run / n for n in RUN_FILES] + sorted((run / "capture").iterdir())
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+    paths = [run / n for n in RUN_FILES] + sorted(p for p in (run / "capture").rglob("*") if p.is_file())
+    return {p.relative_to(run).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
 
 
 @pytest.fixture
@@ -29,6 +29,11 @@ def run(tiny_run, tmp_path):
 
 
 def _meta(run) -> dict:
+    """The capture's metadata (a sharded capture's per-example lists merged from its shards)."""
+    from ghost_lens.capture.shards import CaptureShards, is_sharded
+
+    if is_sharded(run / "capture"):
+        return CaptureShards.open(run / "capture").meta
     return json.loads((run / "capture" / C.CAPTURE_META).read_text())
 
 

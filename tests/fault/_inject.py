@@ -6,7 +6,8 @@ The kill is real (``SIGKILL``: no ``finally``, no ``atexit``, no flush, the lock
 nothing in ghost-lens knows about it: the wrapper replaces one function, calls the real one, then kills its own
 process. POINT:
 
-- ``capture``: after the capture's first file is written into its temporary folder (mid-write of the capture);
+- ``capture``: after the capture's first file is written (mid-write of its first shard);
+- ``shard``: after the N-th capture shard is whole (N = ``$GHOST_LENS_FAULT_AFTER``, default 1): the resume point;
 - ``tracking``: after the graphs are written, before the other tracking outputs;
 - ``evaluation``: after the evaluation has computed its numbers, before any of them is written.
 """
@@ -22,14 +23,20 @@ from typing import Any
 
 POINTS = {
     "capture": ("ghost_lens.capture.trace", "atomic_save_file"),
+    "shard": ("ghost_lens.capture.shards", "write_shard"),
     "tracking": ("ghost_lens.runner", "save_graphs"),
     "evaluation": ("ghost_lens.pipeline", "evaluate"),
 }
 
 
-def _kill_after(real: Callable[..., Any]) -> Callable[..., Any]:
+def _kill_after(real: Callable[..., Any], n_calls: int = 1) -> Callable[..., Any]:
+    calls = [0]
+
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        real(*args, **kwargs)
+        out = real(*args, **kwargs)
+        calls[0] += 1
+        if calls[0] < n_calls:
+            return out
         os.kill(os.getpid(), signal.SIGKILL)
         raise AssertionError("unreachable: SIGKILL was sent")
 
@@ -41,7 +48,7 @@ def install(point: str) -> None:
         raise SystemExit(f"unknown fault point {point!r} (known: {', '.join(POINTS)})")
     module_name, attr = POINTS[point]
     module = importlib.import_module(module_name)
-    setattr(module, attr, _kill_after(getattr(module, attr)))
+    setattr(module, attr, _kill_after(getattr(module, attr), int(os.environ.get("GHOST_LENS_FAULT_AFTER", "1"))))
 
 
 def main() -> None:

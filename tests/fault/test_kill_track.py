@@ -111,7 +111,8 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(point, reference, old
     assert (out / RUN_LOCK).is_file()  # the dead holder's lock (and its owner record) stay behind
     if point == "capture":
         assert _meta(out)["capture_key"] == old_key  # the old capture is not deleted before a new one is whole
-        assert any(name.startswith(".capture.tmp-") for name in _leftovers(out))  # the torn new one, aside
+        partial = out / C.CAPTURE_PARTIAL  # the new one is built aside, shard by shard, without its index yet
+        assert (partial / C.CAPTURE_SHARDS_DIR / "00000").is_dir() and not (partial / C.CAPTURE_META).exists()
     else:
         assert _meta(out)["capture_key"] == _meta(reference)["capture_key"]
 
@@ -121,6 +122,48 @@ def test_sigkill_then_rerun_gives_the_uninterrupted_result(point, reference, old
     assert _meta(out)["capture_key"] == _meta(reference)["capture_key"]
     assert _meta(out)["capture_config"]["top_k"] == 64
     assert aurocs(out) == aurocs(reference) and aurocs(reference)
-    assert _leftovers(out) == []
+    assert _leftovers(out) == [] and not (out / C.CAPTURE_PARTIAL).exists()
     assert (out / "notes.md").read_text() == "my notes on this run"
     assert "run folder:" in rerun.output
+
+
+SHARDED = ["--set", "capture.shard_size=8"]
+"""30 examples in 4 shards."""
+
+
+def _tensors(run: Path) -> dict:
+    from ghost_lens.capture.trace import FeatureTrace
+
+    t = FeatureTrace.load(run / "capture")
+    return {"feat_idx": t.feat_idx, "feat_val": t.feat_val, "resid": t.resid_last_prompt, "tokens": t.tokens,
+            "logprob": t.answer_logprob, **{f"dec_dir.{j}": d for j, d in enumerate(t.dec_dir)},
+            **{f"dec_idx.{j}": d for j, d in enumerate(t.dec_idx)}}
+
+
+def test_capture_killed_after_two_shards_resumes_from_the_third(cache, tmp_path):
+    import torch
+
+    ref = tmp_path / "ref"
+    _track(ref, *SHARDED)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "tests.fault._inject", "shard", "--threads", "1", "track", "--out", str(out),
+           *map(str, [*SETS, *SHARDED])]
+    killed = subprocess.run(cmd, cwd=REPO, env=os.environ | {C.CACHE_ENV: str(cache), "GHOST_LENS_FAULT_AFTER": "2"},
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    shards = out / C.CAPTURE_PARTIAL / C.CAPTURE_SHARDS_DIR
+    assert sorted(p.name for p in shards.iterdir()) == ["00000", "00001"]
+    stamps = {p: p.stat().st_mtime_ns for p in shards.rglob("*") if p.is_file()}
+    assert not (out / "capture").exists()
+
+    _track(out, *SHARDED)
+    kept = out / "capture" / C.CAPTURE_SHARDS_DIR
+    assert sorted(p.name for p in kept.iterdir()) == ["00000", "00001", "00002", "00003"]
+    for path, stamp in stamps.items():  # the first two shards were reused as they were, not captured again
+        assert (kept / path.relative_to(shards)).stat().st_mtime_ns == stamp
+    a, b = _tensors(out), _tensors(ref)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert aurocs(out) == aurocs(ref) and aurocs(ref)
+    assert json.loads((out / C.TRACK_METRICS).read_text())["metrics"] == json.loads(
+        (ref / C.TRACK_METRICS).read_text())["metrics"]
+    assert _leftovers(out) == [] and not (out / C.CAPTURE_PARTIAL).exists()

@@ -21,7 +21,7 @@ from ghost_lens.config import CaptureConfig
 from ghost_lens.errors import DatasetError, ModelError, SAEError
 from tests.helpers_capture import build_examples, build_model, build_sae, build_saes, build_tokenizer
 
-CFG = CaptureConfig(top_k=8, batch_size=4)
+CFG = CaptureConfig(top_k=8, batch_size=4, positions="all", decoder_dtype="float32")
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +200,8 @@ def test_decoder_directions(setup):
 
 def test_fp16_storage(setup):
     model, saes, examples, trace = setup
-    half = capture_examples(model, saes, examples, replace(CFG, store_fp16=True), progress=False)
+    half = capture_examples(model, saes, examples, replace(CFG, store_fp16=True, decoder_dtype="float16"),
+                            progress=False)
     assert half.meta["dtype"] == "float16"
     for name in ("feat_val", "resid_last_prompt", "resid_answer_mean"):
         assert getattr(half, name).dtype == torch.float16

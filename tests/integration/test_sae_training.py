@@ -9,7 +9,14 @@ import torch
 
 from ghost_lens.constants import SAE_QUALITY
 from ghost_lens.errors import ConfigError, DatasetError, RunFolderError
-from ghost_lens.saes import load_bundle, load_quality, tokenize_corpus, train_saes
+from ghost_lens.saes import (
+    SAETrainingConfig,
+    load_bundle,
+    load_quality,
+    load_sae_training_config,
+    tokenize_corpus,
+    train_saes,
+)
 from tests.helpers import tiny_model
 
 DOCS = [
@@ -83,16 +90,9 @@ def test_train_saes_saves_a_loadable_folder(tiny, tmp_path):
     tokens = torch.randint(0, 50, (60, 16), generator=torch.Generator().manual_seed(0))
     out = tmp_path / "saes"
     bundle = train_saes(
-        tiny,
-        [0, 1],
-        tokens,
-        out,
-        expansion=4,
-        training_tokens=20_000,
-        seed=0,
+        tiny, tokens, out, SAETrainingConfig(expansion=4, training_tokens=20_000, seed=0, train_batch_size_tokens=128),
         progress=False,
-        train_batch_size_tokens=128,
-    )
+    )  # layers: None, every layer of the model
     assert bundle.layers == [0, 1] and bundle.hook_kind == "resid_post"
     assert bundle.d_sae == {0: 64, 1: 64}
     for layer in (0, 1):
@@ -118,22 +118,16 @@ def test_train_saes_saves_a_loadable_folder(tiny, tmp_path):
         torch.testing.assert_close(loaded[layer].W_dec, bundle[layer].W_dec)
 
     with pytest.raises(RunFolderError, match="is not empty"):
-        train_saes(tiny, [0], tokens, out, training_tokens=1024, progress=False)
+        train_saes(tiny, tokens, out, SAETrainingConfig(layers=[0], training_tokens=1024), progress=False)
     (out / "keep.txt").write_text("unrelated")
     layer0 = (out / "blocks.0.hook_resid_post" / "sae_weights.safetensors").read_bytes()
     from rich.progress import Progress
 
     with Progress(disable=True) as bar:
         again = train_saes(
-            tiny,
-            [1],
-            tokens,
-            out,
-            training_tokens=2048,
-            force=True,
-            progress=bar,
-            train_batch_size_tokens=128,
-            architecture="standard",
+            tiny, tokens, out,
+            SAETrainingConfig(layers=[1], training_tokens=2048, train_batch_size_tokens=128, architecture="standard"),
+            force=True, progress=bar,
         )
     assert again.layers == [1] and (out / "keep.txt").is_file()
     # only the trained layer is swapped in; the other layer's SAE is untouched
@@ -163,11 +157,11 @@ def test_multi_runner_one_forward_per_batch_whatever_the_layers(n_layers):
     # 2000 rows: the runner draws 256-row batches (4096 tokens per forward), all distinct within one epoch
     tokens = torch.randint(0, 50, (2000, 16), generator=torch.Generator().manual_seed(1))
     hooks = [f"blocks.{L}.hook_resid_post" for L in range(n_layers)]
-    kwargs = dict(expansion=2, training_tokens=16_384, train_batch_size_tokens=512, k=4, seed=0)
+    cfg = SAETrainingConfig(expansion=2, training_tokens=16_384, train_batch_size_tokens=512, k=4, seed=0)
 
     seen, handle = _forward_counter(model)
     try:
-        saes = train_saes_multi(model, hooks, tokens, **kwargs)
+        saes = train_saes_multi(model, hooks, tokens, cfg)
     finally:
         handle.remove()
     batches = [b for b in seen if len(b) > 2 * 4 * 8]  # drop the one width probe on two 4-token rows
@@ -177,7 +171,7 @@ def test_multi_runner_one_forward_per_batch_whatever_the_layers(n_layers):
     seen, handle = _forward_counter(model)
     try:
         for h in hooks:  # the per-layer path: one LanguageModelSAETrainingRunner per layer
-            train_sae(model, h, tokens, **kwargs)
+            train_sae(model, h, tokens, cfg)
     finally:
         handle.remove()
     per_layer = [b for b in seen if len(b) > 2 * 4 * 8]
@@ -190,8 +184,8 @@ def test_interrupted_training_leaves_the_old_saes(tiny, tmp_path, monkeypatch):
 
     tokens = torch.randint(0, 50, (30, 16), generator=torch.Generator().manual_seed(3))
     out = tmp_path / "saes"
-    train_saes(tiny, [0, 1], tokens, out, expansion=2, training_tokens=1024, train_batch_size_tokens=128,
-               progress=False, ce_sequences=0)
+    small = SAETrainingConfig(expansion=2, training_tokens=1024, train_batch_size_tokens=128, ce_sequences=0)
+    train_saes(tiny, tokens, out, small, progress=False)
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
     def interrupted(*args, **kwargs):  # Ctrl-C once the new SAEs are trained, while their quality is measured
@@ -199,7 +193,7 @@ def test_interrupted_training_leaves_the_old_saes(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setattr(training, "saes_quality", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        train_saes(tiny, [0, 1], tokens, out, expansion=4, training_tokens=1024, train_batch_size_tokens=128,
+        train_saes(tiny, tokens, out, SAETrainingConfig(expansion=4, training_tokens=1024, train_batch_size_tokens=128),
                    progress=False, force=True)
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before  # the old SAEs, byte for byte
@@ -209,27 +203,47 @@ def test_interrupted_training_leaves_the_old_saes(tiny, tmp_path, monkeypatch):
 def test_train_saes_argument_errors(tiny, tmp_path):
     tokens = torch.zeros(4, 8, dtype=torch.long)
     out = tmp_path / "x"
-    with pytest.raises(ConfigError, match="layers must be"):
-        train_saes(tiny, [2], tokens, out, training_tokens=64)
-    with pytest.raises(ConfigError, match="layers must be"):
-        train_saes(tiny, [], tokens, out, training_tokens=64)
-    with pytest.raises(ConfigError, match="hook must be one of"):
-        train_saes(tiny, [0], tokens, out, hook="mlp_out", training_tokens=64)
-    with pytest.raises(ConfigError, match="training tokens must be an integer >= 1, got 0"):
-        train_saes(tiny, [0], tokens, out, training_tokens=0)
-    with pytest.raises(ConfigError, match="expansion .* must be an integer >= 1, got 0"):
-        train_saes(tiny, [0], tokens, out, expansion=0, training_tokens=64)
-    with pytest.raises(ConfigError, match="architecture must be"):
-        train_saes(tiny, [0], tokens, out, architecture="relu", training_tokens=64)
-    with pytest.raises(ConfigError, match="held_out_fraction"):
-        train_saes(tiny, [0], tokens, out, held_out_fraction=1.0, training_tokens=64)
-    with pytest.raises(ConfigError, match="k must be an integer >= 1"):
-        train_saes(tiny, [0], tokens, out, training_tokens=64, k=0)
-    with pytest.raises(ConfigError, match="lr must be > 0"):
-        train_saes(tiny, [0], tokens, out, training_tokens=64, lr=-1.0)
+    with pytest.raises(ConfigError, match="layers must be a non-empty subset of 0..1"):
+        train_saes(tiny, tokens, out, SAETrainingConfig(layers=[2], training_tokens=64))
     with pytest.raises(ConfigError, match="tokens must be"):
-        train_saes(tiny, [0], tokens[:, :1], out, training_tokens=64)
+        train_saes(tiny, tokens[:, :1], out, SAETrainingConfig(training_tokens=64))
     assert not out.exists() and list(tmp_path.iterdir()) == []  # nothing was touched
+
+
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("layers", [], r"layers \(--layers\) must be a non-empty list"),
+    ("hook", "mlp_out", r"hook \(--hook\) must be one of"),
+    ("training_tokens", 0, r"training_tokens \(--training-tokens\) must be an integer >= 1, got 0"),
+    ("expansion", 0, r"expansion \(--expansion\) must be an integer >= 1, got 0"),
+    ("architecture", "relu", r"architecture \(--architecture\) must be standard, topk or jumprelu"),
+    ("held_out_fraction", 1.0, "held_out_fraction"),
+    ("k", 0, r"k \(--k\) must be an integer >= 1"),
+    ("lr", -1.0, r"lr \(--lr\) must be > 0"),
+    ("context_size", 1, r"context_size \(--context-size\) must be an integer >= 2"),
+    ("ce_sequences", -1, "ce_sequences"),
+])
+def test_sae_training_config_names_the_bad_field(field, value, needle):
+    with pytest.raises(ConfigError, match=needle):
+        SAETrainingConfig(**{field: value})
+
+
+def test_sae_training_config_yaml(tmp_path):
+    """The packaged YAML spells out the defaults; a file, then key=value overrides, then typed fields (flags)."""
+    assert load_sae_training_config("default") == SAETrainingConfig()
+    path = tmp_path / "train.yaml"
+    path.write_text("architecture: standard\nexpansion: 3\nlayers: [0, 1]\nk: 8\n")
+    cfg = load_sae_training_config(path, ["k=4"], expansion=7, seed=None)
+    assert (cfg.architecture, cfg.expansion, cfg.layers, cfg.k, cfg.seed) == ("standard", 7, [0, 1], 4, 0)
+    assert cfg.resolved_layers(3) == [0, 1] and SAETrainingConfig().resolved_layers(3) == [0, 1, 2]
+    path.write_text("expansoin: 3\n")
+    with pytest.raises(ConfigError, match="unknown config key 'expansoin'"):
+        load_sae_training_config(path)
+    with pytest.raises(ConfigError, match="unknown config key 'nope'"):
+        load_sae_training_config(None, ["nope=1"])
+    with pytest.raises(ConfigError, match="no SAE training config .* named 'missing'"):
+        load_sae_training_config("missing")
+    with pytest.raises(ConfigError, match="hook: 'mlp_out' is not one of"):
+        load_sae_training_config(None, ["hook=mlp_out"])
 
 
 def test_cli_nonsense_is_one_line_before_anything_is_touched(tmp_path):
@@ -242,14 +256,23 @@ def test_cli_nonsense_is_one_line_before_anything_is_touched(tmp_path):
     (out / "blocks.0.hook_resid_post").mkdir()
     (out / "blocks.0.hook_resid_post" / "cfg.json").write_text("{}")
     for args, needle in [
-        (["--training-tokens", "0"], "--training-tokens must be >= 1, got 0"),
-        (["--expansion", "0"], "--expansion must be >= 1"),
-        (["--expansion", "-3"], "--expansion must be >= 1"),
-        (["--context-size", "1"], "--context-size must be >= 2"),
-        (["--hook", "mlp_out"], "--hook must be one of"),
+        (["--training-tokens", "0"], "(--training-tokens) must be an integer >= 1, got 0"),
+        (["--expansion", "0"], "(--expansion) must be an integer >= 1"),
+        (["--expansion", "-3"], "(--expansion) must be an integer >= 1"),
+        (["--context-size", "1"], "(--context-size) must be an integer >= 2"),
+        (["--hook", "mlp_out"], "(--hook) must be one of"),
     ]:
         result = invoke("train-saes", "--model", "no-such-model", "--dataset", corpus, "--out", out, "--force", *args)
         assert_one_line_error(result, needle, code=2)
+    yaml_cfg = tmp_path / "train.yaml"
+    yaml_cfg.write_text("expansion: 3\n")
+    result = invoke("train-saes", "--model", "no-such-model", "--dataset", corpus, "--out", out, "--force",
+                    "--training-config", yaml_cfg, "--expansion", "0")
+    assert_one_line_error(result, "(--expansion) must be an integer >= 1, got 0", code=2)  # the flag beats the file
+    yaml_cfg.write_text("expansoin: 3\n")
+    result = invoke("train-saes", "--model", "no-such-model", "--dataset", corpus, "--out", out, "--force",
+                    "--training-config", yaml_cfg)
+    assert_one_line_error(result, "unknown config key 'expansoin'", code=2)
     result = invoke("train-saes", "--model", "no-such-model", "--dataset", corpus, "--out", out)
     assert_one_line_error(result, "is not empty", "--force", code=2)
     assert sorted(p.name for p in out.rglob("*")) == ["blocks.0.hook_resid_post", "cfg.json"]

@@ -97,14 +97,15 @@ def test_cache_location(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("architecture", ["topk", "standard", "jumprelu"])
 def test_train_sae_through_the_runner(world, architecture):
+    from ghost_lens.saes.config import SAETrainingConfig
     from ghost_lens.saes.train import train_sae
 
     model = world.model
     tokens = model.to_tokens([e.prompt for e in world.examples("statement")], padding_side="right")
     calls = []
-    sae = train_sae(model, "blocks.0.hook_resid_mid", tokens, architecture=architecture, expansion=2,
-                    training_tokens=1024, train_batch_size_tokens=128, seed=3, exclude_token_ids=[0],
-                    progress=lambda done, total: calls.append((done, total)))
+    cfg = SAETrainingConfig(architecture=architecture, expansion=2, training_tokens=1024, train_batch_size_tokens=128,
+                            seed=3, exclude_token_ids=[0])
+    sae = train_sae(model, "blocks.0.hook_resid_mid", tokens, cfg, progress=lambda done, total: calls.append((done, total)))
     assert sae.cfg.d_in == model.cfg.d_model and sae.cfg.d_sae == 2 * model.cfg.d_model
     assert sae.W_dec.shape == (sae.cfg.d_sae, sae.cfg.d_in)
     assert sae.cfg.metadata.hook_name == "blocks.0.hook_resid_mid"
@@ -114,8 +115,7 @@ def test_train_sae_through_the_runner(world, architecture):
 
     assert isinstance(sae, SAE) and not isinstance(sae, TrainingSAE)  # an inference SAE
     if architecture == "topk":
-        sae2 = train_sae(model, "blocks.0.hook_resid_mid", tokens, expansion=2, training_tokens=1024,
-                         train_batch_size_tokens=128, seed=3, exclude_token_ids=[0])
+        sae2 = train_sae(model, "blocks.0.hook_resid_mid", tokens, cfg)
         assert torch.equal(sae.W_dec, sae2.W_dec)  # same seed, same SAE
     with pytest.raises(SAEError, match="no hook"):
-        train_sae(model, "blocks.9.hook_resid_post", tokens, training_tokens=256)
+        train_sae(model, "blocks.9.hook_resid_post", tokens, SAETrainingConfig(training_tokens=256))

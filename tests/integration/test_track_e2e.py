@@ -27,7 +27,7 @@ def test_bare_track_writes_a_complete_run_folder(toy_run):
                  C.ROC_PLOT, C.RELIABILITY_PLOT, C.TRACK_PLOT, C.TRACK_METRICS, C.DETECTOR_ARRAYS, C.DETECTOR_META):
         assert (out / name).is_file(), name
     assert (out / "capture" / C.CAPTURE_TENSORS).is_file()
-    assert (out / C.GRAPHS_DIR / "graphs.jsonl.gz").is_file()
+    assert (out / C.GRAPHS_DIR / C.GRAPHS_FILE).is_file()
     manifest = json.loads((out / C.MANIFEST).read_text())
     assert {"versions", "dataset_hash", "timings_s", "seed", "config"} <= manifest.keys()
     assert manifest["versions"]["sae-lens"] != "not installed"

@@ -56,7 +56,8 @@ def test_tracking_a_real_capture(trace):
             dict(zip(result.feature_names, result.metrics[i], strict=True))
         )
         assert graph == track_example(trace, i, cfg)
-        answer = range(int(trace.answer_start[i]) - 1, int(trace.answer_end[i]))
+        w = int(trace.window_starts()[i])  # node positions are in the full sequence
+        answer = range(w + int(trace.answer_start[i]) - 1, w + int(trace.answer_end[i]))
         assert all(n.pos in answer for n in graph.graph.nodes)  # last prompt token + answer span
     control = track_trace(trace, cfg, decoder_mode="random", seed=1, progress=False, keep_graphs=False)
     assert control.metrics.shape == result.metrics.shape and control.decoder_mode == "random"
