@@ -181,3 +181,13 @@ def test_inner_splits_are_memoised_read_only_and_equal_to_a_fresh_split():
         np.testing.assert_array_equal(te, te2)
         assert not tr.flags.writeable
     assert inner_splits(y, groups, 3, 8) is not a
+
+
+def test_screening_keeps_the_planted_layer_among_many_candidates():
+    y, groups, rng = grouped_labels(seed=5)
+    stack = dense_stack(y, rng, layer=6, n_layers=9)
+    screened = SelectingProbe("dense", DENSE_CS, screen=2).fit(stack, y, groups=groups)
+    full = SelectingProbe("dense", DENSE_CS, screen=None).fit(stack, y, groups=groups)
+    assert screened.candidate_ == full.candidate_ == "L6"
+    assert np.isnan(screened.selection_auroc_).all(axis=1).sum() == 7  # only 2 candidates went past the screen
+    assert not np.isnan(full.selection_auroc_).any()
