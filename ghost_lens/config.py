@@ -241,8 +241,8 @@ class DetectorConfig:
 
 
 BASELINE_NAMES = (
-    "length", "text", "logprob", "mean_logprob", "entropy", "max_prob", "output_combined", "probe",
-    "sparse_probe", "random_decoder", "shuffled",
+    "length", "text", "logprob", "mean_logprob", "entropy", "max_prob", "output_combined", "kind",
+    "confidence_kind", "probe", "sparse_probe", "random_decoder", "shuffled",
 )
 """Baselines and controls :func:`ghost_lens.detect.evaluate` knows (``eval.baselines`` picks among them)."""
 

@@ -243,6 +243,8 @@ def evaluate(
                       True)]
     settings, own = ablation_settings(list(grps), selected)
     methods += _ablation_methods(grps, settings, own, detector_on)
+    if baseline_inputs.kind is None and kind is not None:
+        baseline_inputs = dataclasses.replace(baseline_inputs, kind=[None if k is None else str(k) for k in kind])
     baselines, skipped, probes = build_baselines(baseline_inputs, requested, n, cfg_eval.probe_c)
     methods += baselines + probes
     stacked, why = _stacked_method(baseline_inputs, X, selected, n)

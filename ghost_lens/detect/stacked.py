@@ -33,8 +33,8 @@ class StackedScorer(ClassifierMixin, BaseEstimator):
         self.inner_cv = inner_cv
         self.random_state = random_state
 
-    def _model(self, c: float) -> Any:
-        return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000))
+    def _model(self, c: float, warm_start: bool = False) -> Any:
+        return make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, warm_start=warm_start))
 
     def fit(self, X: Any, y: Any, groups: Any = None) -> StackedScorer:
         X, y = validate_data(self, X, y, dtype=np.float64)
@@ -47,11 +47,14 @@ class StackedScorer(ClassifierMixin, BaseEstimator):
                               self.random_state) if len(cs) > 1 else []
         self.inner_auroc_: dict[float, float] = {}
         if splits:
+            oof = {c: np.empty(yb.size) for c in cs}
+            for tr, te in splits:  # each inner fold walks the Cs upwards, warm-starting from the previous solution
+                model = self._model(min(cs), warm_start=True)
+                for c in sorted(cs):
+                    model.set_params(logisticregression__C=c)
+                    oof[c][te] = model.fit(X[tr], yb[tr]).predict_proba(X[te])[:, 1]
             for c in cs:
-                oof = np.empty(yb.size)
-                for tr, te in splits:
-                    oof[te] = self._model(c).fit(X[tr], yb[tr]).predict_proba(X[te])[:, 1]
-                self.inner_auroc_[c] = float(weighted_auroc(oof, yb, np.ones((1, yb.size)))[0])
+                self.inner_auroc_[c] = float(weighted_auroc(oof[c], yb, np.ones((1, yb.size)))[0])
             self.C_ = max(cs, key=lambda c: (self.inner_auroc_[c], -c))  # ties: the stronger penalty
         else:
             self.C_ = cs[len(cs) // 2]

@@ -191,3 +191,22 @@ def test_stacked_scorer_chooses_c_inside_training_data():
     s = StackedScorer(Cs=(0.01, 1.0)).fit(data.X, data.labels, groups=data.groups)
     assert s.C_ in (0.01, 1.0) and set(s.inner_auroc_) == {0.01, 1.0}
     assert roc_auc_score(data.labels, s.predict_proba(data.X)[:, 1]) > 0.7
+
+
+def test_kind_baselines_capture_a_kind_driven_pooled_auroc():
+    """Labels set by the kind alone (each kind its own error rate, nothing else): the ``kind`` baseline finds it,
+    ``confidence_kind`` too, and both are skipped with a reason when the examples carry no kinds."""
+    data = make_synthetic(n_groups=90, per_group=3, driver="none", seed=3)
+    rng = np.random.default_rng(3)
+    kind = np.asarray([KINDS[g % 3] for g in data.groups], dtype=object)
+    rate = {"known": 0.1, "held_out_relation": 0.5, "unknown_entity": 0.9}
+    y = (rng.uniform(size=kind.size) < np.vectorize(rate.get)(kind)).astype(np.int64)
+    kw = {**data.kwargs(), "labels": y}
+    kw.pop("random_decoder_features")
+    cfg = fast_eval(n_bootstrap=100, baselines=["logprob", "kind", "confidence_kind"])
+    res = evaluate(**kw, kinds=list(kind), cfg_eval=cfg, cfg_detector=DetectorConfig())
+    b = res.metrics["baselines"]
+    assert b["kind"]["auroc"]["value"] > 0.75 and b["confidence_kind"]["auroc"]["value"] > 0.7
+    assert b["confidence_kind"]["inputs"][-1] == "kind"
+    res = evaluate(**kw, cfg_eval=cfg, cfg_detector=DetectorConfig())
+    assert "kind" not in res.metrics["baselines"] and "meta['kind']" in res.metrics["skipped"]["kind"]

@@ -150,3 +150,44 @@ def test_sae_activations_at_the_last_prompt_token_from_a_trace():
     inputs = BaselineInputs.from_trace(trace)
     assert inputs.residuals_last_prompt is not None and len(inputs.sae_last_prompt) == 1
     assert BaselineInputs.from_trace(trace, residual="answer_mean").residuals_last_prompt is None
+
+
+def test_warm_started_c_path_scores_equal_independent_fits():
+    """The selection's warm-started C path gives the inner-fold AUROCs of independent cold fits (same optimum)."""
+    from ghost_lens.detect.folds import inner_splits
+
+    y, groups, rng = grouped_labels()
+    stack = dense_stack(y, rng)
+    probe = SelectingProbe("dense", DENSE_CS)
+    splits = inner_splits(y, groups, 3, 0)
+    for mat in stack.mats:
+        warm = probe._path_scores(mat, y, splits, DENSE_CS)
+        cold = [np.mean([roc_auc_score(y[te], probe._model(c).fit(mat[tr], y[tr]).decision_function(mat[te]))
+                         for tr, te in splits]) for c in DENSE_CS]
+        np.testing.assert_allclose(warm, cold, atol=2e-3)
+
+
+def test_inner_splits_are_memoised_read_only_and_equal_to_a_fresh_split():
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from ghost_lens.detect.folds import inner_splits
+
+    y, groups, _ = grouped_labels(seed=4)
+    a = inner_splits(y, groups, 3, 7)
+    assert inner_splits(y.copy(), groups.copy(), 3, 7) is a  # same inputs: the cached list
+    fresh = list(StratifiedGroupKFold(3, shuffle=True, random_state=7).split(np.zeros(y.size), y, groups))
+    for (tr, te), (tr2, te2) in zip(a, fresh, strict=True):
+        np.testing.assert_array_equal(tr, tr2)
+        np.testing.assert_array_equal(te, te2)
+        assert not tr.flags.writeable
+    assert inner_splits(y, groups, 3, 8) is not a
+
+
+def test_screening_keeps_the_planted_layer_among_many_candidates():
+    y, groups, rng = grouped_labels(seed=5)
+    stack = dense_stack(y, rng, layer=6, n_layers=9)
+    screened = SelectingProbe("dense", DENSE_CS, screen=2).fit(stack, y, groups=groups)
+    full = SelectingProbe("dense", DENSE_CS, screen=None).fit(stack, y, groups=groups)
+    assert screened.candidate_ == full.candidate_ == "L6"
+    assert np.isnan(screened.selection_auroc_).all(axis=1).sum() == 7  # only 2 candidates went past the screen
+    assert not np.isnan(full.selection_auroc_).any()
