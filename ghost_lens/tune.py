@@ -318,12 +318,23 @@ def _open_study(ctx: _Context, storage: str | None, study_name: str | None) -> A
         return optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=ctx.eval.seed))
     name = study_name or f"ghost-lens-tune-{ctx.run_dir.resolve().name}"
     sampler = optuna.samplers.TPESampler(seed=ctx.eval.seed + os.getpid())
-    try:
-        return optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
-                                   load_if_exists=True)
-    except Exception as exc:  # bad URL, missing driver, unreachable server: one line
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"--storage {storage!r}: cannot open the Optuna study ({first})") from None
+    for attempt in range(_OPEN_ATTEMPTS):
+        try:
+            return optuna.create_study(storage=storage, study_name=name, direction="maximize", sampler=sampler,
+                                       load_if_exists=True)
+        except Exception as exc:  # bad URL, missing driver, unreachable server: one line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if attempt + 1 < _OPEN_ATTEMPTS and any(m in first for m in _RACE_MESSAGES):
+                # workers started together race to create the storage's schema / the study; the loser retries
+                # and finds them made (Optuna's RDB storage has no cross-process lock for its first use)
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise ConfigError(f"--storage {storage!r}: cannot open the Optuna study ({first})") from None
+    raise AssertionError("unreachable")
+
+
+_OPEN_ATTEMPTS = 6
+_RACE_MESSAGES = ("UNIQUE constraint failed", "database is locked", "already exists", "duplicate key")
 
 
 def _study_points(ctx: _Context, study: Any, own: list[PointResult]) -> list[PointResult]:
