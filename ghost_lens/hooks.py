@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 RESID_KINDS = ("resid_pre", "resid_mid", "resid_post")
 _BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.hook_([a-z_]+)$")
+_HOOK_IN_TEXT = re.compile(r"blocks\.(\d+)\.hook_([a-z]+(?:_[a-z]+)?)")
 
 
 class HookPoint(NamedTuple):
@@ -35,3 +36,10 @@ def parse_hook_name(name: str) -> HookPoint:
     if m is None:
         raise ValueError(f"not a per-block TransformerLens hook name: {name!r}")
     return HookPoint(int(m.group(1)), m.group(2))
+
+
+def find_hook_name(text: str) -> HookPoint | None:
+    """The first per-block hook name inside a longer text (an SAE id, a folder path), or ``None``:
+    ``find_hook_name("res/blocks.8.hook_resid_pre/width_16k") == HookPoint(8, "resid_pre")``."""
+    m = _HOOK_IN_TEXT.search(text)
+    return None if m is None else HookPoint(int(m.group(1)), m.group(2))

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from ghost_lens.constants import SAE_CFG
 from ghost_lens.errors import SAEError
+from ghost_lens.hooks import find_hook_name
 from ghost_lens.saes.bundle import SAEBundle, sae_hook_name
 
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ TOY_RELEASE = "toy-facts-res"
 SMOLLM2_RELEASE = "smollm2-135m-res"
 BUILTIN_RELEASES: dict[str, str] = {"toy-facts": TOY_RELEASE, "smollm2-135m": SMOLLM2_RELEASE}
 """Model name -> its built-in SAE bundle, the default SAE source of that model."""
-_HOOK_IN_TEXT = re.compile(r"blocks\.(\d+)\.hook_([a-z]+(?:_[a-z]+)?)")
 _LAYER_IN_TEXT = (
     re.compile(r"(?:^|[^a-z])layers?[_\-.]?(\d+)", re.IGNORECASE),
     re.compile(r"(?:^|[^a-z0-9])l(\d+)[a-z]?_", re.IGNORECASE),  # llama-scope "l12r_8x"
@@ -98,9 +98,9 @@ def parse_sae_id(text: str) -> tuple[int | None, str | None]:
 
     ``blocks.8.hook_resid_pre`` -> (8, "resid_pre"); ``layer_12/width_16k/canonical`` -> (12, None).
     """
-    m = _HOOK_IN_TEXT.search(text)
-    if m:
-        return int(m.group(1)), m.group(2)
+    hook = find_hook_name(text)
+    if hook is not None:
+        return hook.layer, hook.kind
     for pattern in _LAYER_IN_TEXT:
         m = pattern.search(text.split("/")[-1]) or pattern.search(text)
         if m:
@@ -353,13 +353,13 @@ def _from_folder(
     saes = _load_each(ids, lambda rel: SAE.load_from_disk(folder / rel, device=device), source)
     for layer, sae in saes.items():  # an old cfg without metadata.hook_name: the folder name tells the hook
         if sae_hook_name(sae) is None:
-            m = _HOOK_IN_TEXT.search(ids[layer])
-            if m is None:
+            hook = find_hook_name(ids[layer])
+            if hook is None:
                 raise SAEError(
                     f"the SAE in {folder / ids[layer]} names no hook in its {SAE_CFG}: name its folder "
                     f"blocks.{layer}.hook_<kind> (e.g. blocks.{layer}.hook_resid_post)"
                 )
-            sae.cfg.metadata.hook_name = m.group(0)
+            sae.cfg.metadata.hook_name = hook.name
     return SAEBundle(saes, source=source, sae_ids=ids, folder=folder)
 
 

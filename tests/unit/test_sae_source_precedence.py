@@ -24,3 +24,13 @@ def test_nothing_typed_or_both_typed_keeps_the_config():
     assert prefer_typed_sae_source(cfg) is cfg
     both = prefer_typed_sae_source(cfg, sae_release="a/b", sae_dir="c")
     assert both is cfg
+
+
+def test_hook_names_inside_sae_ids_are_found_by_the_hooks_module():
+    from ghost_lens.hooks import HookPoint, find_hook_name
+    from ghost_lens.saes.sources import parse_sae_id
+
+    assert find_hook_name("res/blocks.8.hook_resid_pre/width_16k") == HookPoint(8, "resid_pre")
+    assert find_hook_name("layer_12/width_16k/canonical") is None
+    assert parse_sae_id("blocks.3.hook_mlp_out") == (3, "mlp_out")
+    assert parse_sae_id("layer_12/width_16k/canonical") == (12, None)
