@@ -28,7 +28,7 @@ def test_nothing_typed_or_both_typed_keeps_the_config():
 
 def test_hook_names_inside_sae_ids_are_found_by_the_hooks_module():
     from ghost_lens.hooks import HookPoint, find_hook_name
-    from ghost_lens.saes.sources import parse_sae_id
+    from ghost_lens.saes.sae_ids import parse_sae_id
 
     assert find_hook_name("res/blocks.8.hook_resid_pre/width_16k") == HookPoint(8, "resid_pre")
     assert find_hook_name("layer_12/width_16k/canonical") is None
