@@ -62,7 +62,9 @@ def confidence_section(metrics: dict[str, Any]) -> list[str]:
             f"Stacked scorer: {st.get('description', '')}. Compared with {c['best_confidence_baseline']}, the best "
             f"confidence baseline by out-of-fold AUROC ({cands}); that choice is made on the evaluation scores, so it "
             "is optimistic for the baseline. The difference is a paired group bootstrap on the same resamples (and "
-            "repeats) as every other interval.", ""]
+            "repeats) as every other interval.", "",
+            *([c["given_kind"]["statement"], "", "Kinds differ in error rate, so a pooled gain can be nothing but "
+               "\"which kind is this\"; this comparison gives both sides the kind.", ""] if c.get("given_kind") else [])]
 
 
 def kind_section(metrics: dict[str, Any]) -> list[str]:

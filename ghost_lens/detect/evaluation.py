@@ -34,7 +34,7 @@ import numpy as np
 
 from ghost_lens.config import DetectorConfig, EvalConfig
 from ghost_lens.detect import report
-from ghost_lens.detect.baselines import BaselineInputs, Method, build_baselines
+from ghost_lens.detect.baselines import BaselineInputs, Method, build_baselines, kind_one_hot
 from ghost_lens.detect.calibration import choose_threshold
 from ghost_lens.detect.detector import HallucinationDetector
 from ghost_lens.detect.folds import check_finite, check_labels, group_codes, make_folds
@@ -250,6 +250,11 @@ def evaluate(
     stacked, why = _stacked_method(baseline_inputs, X, selected, n)
     if stacked is not None:
         methods.append(stacked)
+        onehot, _ = kind_one_hot(baseline_inputs.kind, n)
+        if onehot is not None and "confidence_kind" in requested:  # "given the kind": vs confidence_kind
+            methods.append(Method("stacked_kind", "stacked", stacked.description.replace(
+                "the confidence scores", "the confidence scores, the example's kind (one-hot)", 1),
+                np.column_stack([stacked.X, onehot]), StackedScorer, True, extra=stacked.extra))
     else:
         skipped["stacked"] = why or "unavailable"
     if "random_decoder" in requested:
@@ -433,6 +438,8 @@ def _assemble(
     scores = {"detector": det_scores, **({"stacked": scores["stacked"]} if stacked else {}),
               **{k: scores[k] for k in baselines}}
     conf = report.adds_to_confidence(scores, y, boot, [b for b in CONFIDENCE_BASELINES if b in baselines])
+    if conf.get("available") and "stacked_kind" in by_name and "confidence_kind" in baselines:
+        conf["given_kind"] = report.adds_given_kind(oof["stacked_kind"], scores["confidence_kind"], y, boot)
     ablation = report.ablation_table(
         ctx.settings, ctx.own, {m.name.removeprefix("ablation:"): oof[m.name] for m in methods if m.kind ==
                                 "ablation"}, det_scores, y, boot, {n: ctx.groups[n].description for n in ctx.groups},

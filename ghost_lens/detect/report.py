@@ -162,6 +162,27 @@ def adds_to_confidence(
     }
 
 
+def adds_given_kind(stacked_kind: np.ndarray, confidence_kind: np.ndarray, labels: np.ndarray,
+                    boot: Bootstrap) -> dict[str, Any]:
+    """The same question once the example's kind is known: the stacked scorer with the kind one-hot against the
+    ``confidence_kind`` baseline (confidence scores + kind), paired group bootstrap. A pooled gain that is only
+    "which kind (relation) is this" vanishes here."""
+    diff = boot.auroc(stacked_kind, labels, diff_with=confidence_kind)
+    st, bl = boot.auroc(stacked_kind, labels), boot.auroc(confidence_kind, labels)
+    verdict = ADDS if diff.ci_low > 0 else WORSE if diff.ci_high < 0 else ADDS_NOTHING
+    d = f"{diff.value:+.3f} [{diff.ci_low:+.3f}, {diff.ci_high:+.3f}]"
+    ctx = f"(stacked scorer with the kind {_fmt(st.as_dict())} vs confidence_kind {_fmt(bl.as_dict())})"
+    statement = {
+        ADDS: f"Given the example's kind, SAE features still add {d} AUROC to the model's confidence {ctx}.",
+        ADDS_NOTHING: f"Given the example's kind, SAE features add nothing measurable to the model's confidence: "
+                      f"{d} AUROC {ctx}.",
+        WORSE: f"Given the example's kind, stacking SAE features onto the model's confidence makes it worse: {d} "
+               f"AUROC {ctx}.",
+    }[verdict]
+    return {"stacked_auroc": st.as_dict(), "baseline_auroc": bl.as_dict(), "auroc_diff": diff.as_dict(),
+            "verdict": verdict, "statement": statement}
+
+
 def ablation_table(
     settings: dict[str, list[str]], own: str, scores: dict[str, np.ndarray], detector_scores: np.ndarray,
     labels: np.ndarray, boot: Bootstrap, descriptions: dict[str, str],
