@@ -18,6 +18,10 @@ vocab 600, SAEs of 512 features (``--toy-world``: the toy-facts world's own mode
 
     python benchmarks/bench_capture.py                      # both shapes, 1 thread, batch 8 x 64 tokens
     python benchmarks/bench_capture.py --shape toy --threads 2
+    python benchmarks/bench_capture.py --shape medium --device cuda --dtype bfloat16 --batch 32 --seq 128
+
+``--device`` / ``--dtype`` put the model and the SAEs on that device in that dtype (``capture.dtype``: every variant
+runs in it, so ``capture`` vs ``bare`` compares like with like); on CUDA each timing ends with a synchronize.
 """
 
 from __future__ import annotations
@@ -81,13 +85,16 @@ def cache_then_encode(model: HookedTransformer, saes: dict[int, SAE], names: lis
 
 
 def run(
-    model: HookedTransformer, saes: dict[int, SAE], batch: int, seq: int, n_batches: int, repeats: int, top_k: int
+    model: HookedTransformer, saes: dict[int, SAE], batch: int, seq: int, n_batches: int, repeats: int, top_k: int,
+    dtype: str = "float32",
 ) -> None:
     names = [saes[layer].cfg.metadata.hook_name or hook_name(layer) for layer in sorted(saes)]
+    device = next(model.parameters()).device
     tokens = torch.randint(0, model.cfg.d_vocab, (n_batches * batch, seq), generator=torch.Generator().manual_seed(1))
-    batches = tokens.split(batch)
+    batches = [b.to(device) for b in tokens.split(batch)]  # the capture moves its own batches
     spans = [(seq - 4, seq)] * len(tokens)  # a 4-token answer at the end of each sequence
-    cfg = CaptureConfig(batch_size=batch, top_k=top_k)
+    cfg = CaptureConfig(batch_size=batch, top_k=top_k, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def bare() -> None:
         with torch.inference_mode():
@@ -115,9 +122,11 @@ def run(
     cpu: dict[str, list[float]] = {name: [] for name in variants}
     for _ in range(repeats):
         for name, fn in variants.items():
+            sync()
             t0, c0 = time.perf_counter(), time.process_time()
             for _ in range(inner):
                 fn()
+            sync()
             wall[name].append((time.perf_counter() - t0) / inner)
             cpu[name].append((time.process_time() - c0) / inner)
     n_tok = n_batches * batch * seq
@@ -137,19 +146,28 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=4, help="batches per timing (one capture call over all of them)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--top-k", type=int, default=64)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                    help="the model's and the SAEs' dtype (capture.dtype)")
     args = ap.parse_args()
+    from ghost_lens.models import resolve_device, to_dtype
+
+    device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
     shapes = ["toy", "medium"] if args.shape == "both" else [args.shape]
     for shape in shapes:
         model, saes = toy_world() if shape == "toy" and args.toy_world else build(shape)
+        model = to_dtype(model.to(device, print_details=False), args.dtype)
+        saes = {layer: to_dtype(sae.to(device), args.dtype) for layer, sae in saes.items()}
         c = model.cfg
         d_sae = next(iter(saes.values())).cfg.d_sae
         seq = min(args.seq, c.n_ctx)
         print(f"\n== {shape}{' (toy world)' if shape == 'toy' and args.toy_world else ''}: {c.n_layers} layers, "
               f"d_model {c.d_model}, d_vocab {c.d_vocab}, {len(saes)} SAEs x {d_sae} features; {args.batches} "
               f"batches of {args.batch} x {seq} tokens per timing, top_k {args.top_k}, "
-              f"torch threads {torch.get_num_threads()}, median of {args.repeats}")
-        run(model, saes, args.batch, seq, args.batches, args.repeats, args.top_k)
+              f"torch threads {torch.get_num_threads()}, median of {args.repeats}, {device} {args.dtype}"
+              + (f" ({torch.cuda.get_device_name(device)})" if device.startswith("cuda") else ""))
+        run(model, saes, args.batch, seq, args.batches, args.repeats, args.top_k, args.dtype)
         del model, saes
 
 

@@ -12,9 +12,10 @@ process alone): build the model and SAEs, make ``n`` examples, capture them into
 :func:`ghost_lens.capture.shards.capture_sharded`, report the capture's wall time, the peak RSS and the bytes
 written. Variants:
 
-- ``sharded``: the default config (``shard_size`` 256, tracked positions, float16 decoders), at every size;
-- ``before``: the layout before sharding (``positions: all``, float32 decoders, one shard holding everything in
-  memory), at the small size, for the bytes-per-example ratio (``--before-all-sizes``: also its RSS at each size).
+- ``sharded``: the default config (``shard_size`` 256, tracked positions, float16 decoders and residuals), at every
+  size;
+- ``before``: the layout before sharding (``positions: all``, float32 decoders and residuals, one shard holding
+  everything in memory), at the small size, for the bytes-per-example ratio (``--before-all-sizes``: also its RSS at each size).
 
 Shapes (``bench_capture.py``'s builders): ``medium`` = gpt2-medium (24 layers, d_model 1024, vocab 50257, SAEs of
 5120 features); ``small`` = 6 layers, d_model 256, vocab 50257, SAEs of 2048 (runs on a laptop in minutes);
@@ -94,7 +95,8 @@ def worker(args: argparse.Namespace) -> None:
     model, saes = _build(args.shape)
     examples = _examples(args.n, model.cfg.d_vocab)
     if args.variant == "before":
-        cfg = CaptureConfig(positions="all", decoder_dtype="float32", shard_size=args.n, batch_size=args.batch)
+        cfg = CaptureConfig(positions="all", decoder_dtype="float32", residual_dtype="float32", shard_size=args.n,
+                            batch_size=args.batch)
     else:
         cfg = CaptureConfig(shard_size=args.shard_size, batch_size=args.batch)
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -18,6 +18,11 @@ DatasetOpt = Annotated[
                       "world-facts-statement | truthfulqa | halueval | a .csv/.jsonl path."),
 ]
 NumOpt = Annotated[int | None, typer.Option("--num-samples", "-n", help="Use at most N examples (whole groups).")]
+DeviceOpt = Annotated[
+    str | None,
+    typer.Option("--device", help="cpu | cuda | cuda:N | auto (CUDA when available); beats the config's `device`. "
+                                  "The capture's dtype is `--set capture.dtype=bfloat16` (float32 / float16)."),
+]
 
 
 def default_out(model: str, dataset: str) -> str:
@@ -66,28 +71,32 @@ def track(
     num_samples: NumOpt = None,
     out: Annotated[str | None, typer.Option("--out", "-o", help="Run folder (default runs/MODEL_DATASET).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Recompute everything, capture included.")] = False,
+    device: DeviceOpt = None,
     set_: SetOpt = None,
 ) -> None:
     """Track SAE features across layers and evaluate the hallucination detector against its baselines.
 
-    With no arguments it runs on the embedded toy-facts world (built on first use)."""
-    _track(model, sae_release, sae_dir, dataset, config, layers, num_samples, out, force, set_)
+    With no arguments it runs on the embedded toy-facts world (built on first use). Under
+    `torchrun --nproc-per-node N` the capture is split over the N processes; rank 0 writes the run."""
+    _track(model, sae_release, sae_dir, dataset, config, layers, num_samples, out, force, device, set_)
 
 
 @handle_errors
-def _track(model, sae_release, sae_dir, dataset, config, layers, num_samples, out, force, set_) -> None:
+def _track(model, sae_release, sae_dir, dataset, config, layers, num_samples, out, force, device, set_) -> None:
     from ghost_lens.config import prefer_typed_sae_source, with_default_sae_source
     from ghost_lens.constants import REPORT
     from ghost_lens.report import split_description
     from ghost_lens.runner import run_track
 
     fields = {"model": model, "sae_release": sae_release, "sae_dir": sae_dir, "dataset": dataset,
-              "num_samples": num_samples, "capture.layers": parse_layers(layers)}
+              "num_samples": num_samples, "capture.layers": parse_layers(layers), "device": device}
     cfg = load_run_config(config, set_, **fields)
     cfg = prefer_typed_sae_source(cfg, sae_release=sae_release, sae_dir=sae_dir)
     cfg = with_default_sae_source(cfg)  # no source named: the model's built-in bundle (toy-facts-res ...)
     out = out or default_out(cfg.model, cfg.dataset)
     run = run_track(cfg, out, force=force, progress=True, argv=sys.argv)
+    if run is None:  # a data-parallel rank other than 0: its shards are written, rank 0 writes the run
+        return
     ev = run.evaluation
     console.print(summary_table(ev.summary_rows(), escape(f"{cfg.model} on {cfg.dataset}")))
     console.print(f"[dim]split: {split_description(ev.metrics)}[/]", highlight=False)

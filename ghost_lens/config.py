@@ -8,6 +8,7 @@ error naming the key. Saved artifacts are re-read leniently (:func:`from_dict` w
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ import yaml
 from ghost_lens.errors import ConfigError
 
 T = TypeVar("T")
+DEVICE_PATTERN = re.compile(r"cpu|auto|cuda(:\d+)?|mps")
+"""The values ``device`` may take (``ghost_lens.models.resolve_device`` turns ``auto`` into one of the others)."""
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -105,6 +108,14 @@ class CaptureConfig:
     """Truncate prompt+answer from the left to this many tokens (default: the model's context ``n_ctx``)."""
     store_fp16: bool = False
     """Store feature values and residual vectors in float16 (half the disk; tracking is unchanged to ~1e-3)."""
+    residual_dtype: Literal["float16", "float32"] = "float16"
+    """Dtype in which the residual vectors (``resid_last_prompt``, ``resid_answer_mean``: two per layer per example,
+    the dense probe's input only, never the tracker's) are stored; read back as float32. float16 halves the largest
+    part of a tracked capture at gpt2-medium shape (``docs/capture_format.md`` gives the probe's AUROC both ways);
+    ``store_fp16`` stores them in float16 whatever this says."""
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
+    """Dtype of the model and the SAEs during the capture (the forward pass and ``sae.encode`` run in it; e.g.
+    ``bfloat16`` on a GPU). Everything stored is cast back to float32 (or to the dtypes above) first."""
     decoder_dtype: Literal["float16", "float32"] = "float16"
     """Dtype of the stored unit-norm decoder directions (the tracker's semantic similarity). float16 halves the
     decoder tables; measured on the toy-facts run (876 examples, ``docs/capture_format.md``): 7 examples get other
@@ -134,6 +145,9 @@ class CaptureConfig:
         _check(self.shard_size >= 1, "capture.shard_size must be >= 1")
         _check(self.positions in ("tracked", "all"), "capture.positions must be 'tracked' or 'all'")
         _check(self.decoder_dtype in ("float16", "float32"), "capture.decoder_dtype must be 'float16' or 'float32'")
+        _check(self.residual_dtype in ("float16", "float32"), "capture.residual_dtype must be 'float16' or 'float32'")
+        _check(self.dtype in ("float32", "float16", "bfloat16"),
+               f"capture.dtype must be 'float32', 'float16' or 'bfloat16', got {self.dtype!r}")
 
 
 @dataclass
@@ -305,6 +319,8 @@ class RunConfig:
     num_samples: int | None = None
     seed: int = 0
     device: str = "cpu"
+    """Where the model and the SAEs run: ``cpu``, ``cuda``, ``cuda:N`` or ``auto`` (CUDA when torch sees a GPU, else
+    the CPU); ``ghost-lens track --device`` beats it. Under ``torchrun`` each rank takes ``cuda:LOCAL_RANK``."""
     world: WorldConfig = field(default_factory=WorldConfig)
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
@@ -313,6 +329,8 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check(self.num_samples is None or self.num_samples >= 1, "num_samples must be >= 1")
+        _check(DEVICE_PATTERN.fullmatch(self.device) is not None,
+               f"device: {self.device!r} is not one of cpu, cuda, cuda:N, mps, auto")
 
 
 # ----------------------------------------------------------------------------------------------------------------

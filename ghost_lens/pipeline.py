@@ -44,24 +44,33 @@ class PipelineResult:
 
 
 def load_model_and_bundle(
-    cfg: RunConfig, progress: bool = True, model: HookedTransformer | None = None
+    cfg: RunConfig, progress: bool = True, model: HookedTransformer | None = None, *, dtype: str | None = None
 ) -> tuple[HookedTransformer, SAEBundle]:
     """The config's model (unless ``model``, already loaded, is given) and SAE bundle, validated (d_in, hooks,
-    layers, one hook kind)."""
-    from ghost_lens.models import load_model
+    layers, one hook kind), on ``cfg.device`` (``auto`` resolved, :func:`ghost_lens.models.resolve_device`) and in
+    ``dtype`` (default ``cfg.capture.dtype``: the capture's forward pass and SAE encoding run in it; a given
+    ``model`` is converted in place)."""
+    from ghost_lens.models import load_model, resolve_device, to_dtype
     from ghost_lens.saes.sources import load_bundle
 
+    device = resolve_device(cfg.device)
+    dtype = dtype or cfg.capture.dtype
     if model is None:
-        model = load_model(cfg.model, device=cfg.device, world_cfg=cfg.world)
+        model = load_model(cfg.model, device=device, world_cfg=cfg.world, dtype=dtype)
+    elif str(model.cfg.dtype).removeprefix("torch.") != dtype:
+        model = to_dtype(model, dtype)
     bundle = load_bundle(
         model,
         release=None if cfg.sae_dir else cfg.sae_release,
         sae_dir=cfg.sae_dir,
         id_template=cfg.sae_id_template,
         layers=cfg.capture.layers,
-        device=cfg.device,
+        device=device,
         world_cfg=cfg.world,
     )
+    for sae in bundle.values():
+        if str(sae.dtype).removeprefix("torch.") != dtype:
+            to_dtype(sae, dtype)
     bundle.validate(model, cfg.capture.layers)
     return model, bundle
 

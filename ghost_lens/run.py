@@ -61,10 +61,15 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+RUN_NEUTRAL_KEYS = frozenset({"device"})
+"""Config keys that say where a run executes, not what it computes: a folder made on the CPU may be rerun on a GPU
+(``capture.dtype``, which changes the numbers, is in the capture key and does count)."""
+
+
 def config_diff(a: RunConfig, b: RunConfig) -> list[str]:
-    """Dotted keys whose values differ between two configs."""
+    """Dotted keys whose values differ between two configs (:data:`RUN_NEUTRAL_KEYS` left out)."""
     fa, fb = _flatten(to_dict(a)), _flatten(to_dict(b))
-    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k))
+    return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k) and k not in RUN_NEUTRAL_KEYS)
 
 
 # ---- the capture key --------------------------------------------------------------------------------------------

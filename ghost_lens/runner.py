@@ -8,10 +8,16 @@ Run folder layout (names in :mod:`ghost_lens.constants`)::
       graphs/    graphs.jsonl.gz (node-link JSON, one line per example)
       track_metrics.json  tracking_summary.json  tracks_example.png
       detection_metrics.json  predictions.csv  roc.png  reliability.png  detector.safetensors  detector.json
+
+Under ``torchrun --nproc-per-node N`` (``WORLD_SIZE > 1``) the capture is data-parallel
+(:mod:`ghost_lens.capture.distributed` gives the steps): rank 0 alone locks and claims the folder and writes
+everything but the other ranks' shards; the other ranks capture their shards into ``capture.partial/`` and return
+``None`` after the barrier.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from contextlib import contextmanager
@@ -75,50 +81,107 @@ def _progress_callback(prog: Any, description: str):
 
 
 def run_track(cfg: RunConfig, out: str | Path, *, force: bool = False, progress: bool = True,
-              argv: list[str] | None = None) -> TrackRun:
+              argv: list[str] | None = None) -> TrackRun | None:
     """Every stage of ``cfg`` into the run folder ``out``, holding the folder's lock throughout
-    (:func:`ghost_lens.run.open_run_folder` says when a folder may be used and when its capture is reused)."""
-    folder = open_run_folder(out, cfg, force=force, argv=argv)
+    (:func:`ghost_lens.run.open_run_folder` says when a folder may be used and when its capture is reused).
+
+    ``cfg.device`` is resolved first (``auto``; ``cuda`` where torch has none is a one-line error). Under torchrun
+    (``WORLD_SIZE > 1``) only rank 0 opens the folder and returns the run; the other ranks capture their shards and
+    return ``None`` (:mod:`ghost_lens.capture.distributed`)."""
+    from ghost_lens.capture.distributed import DistContext, error_text
+    from ghost_lens.models import resolve_device
+
+    ctx = DistContext.from_env()
+    device = resolve_device(cfg.device, ctx.local_rank_or_none)
+    ctx.init(device)
     try:
-        return _run_stages(folder, cfg, progress)
+        if not ctx.is_main:
+            _run_rank(ctx, cfg, Path(out), device)
+            return None
+        try:
+            folder = open_run_folder(out, cfg, force=force, argv=argv)
+        except Exception as exc:
+            ctx.broadcast({"error": error_text(exc)})  # the other ranks stop with it instead of waiting
+            raise
+        try:
+            return _run_stages(folder, cfg, progress, ctx, device)
+        finally:
+            folder.release()
     finally:
-        folder.release()
+        ctx.close()
 
 
-def _run_stages(folder: RunFolder, cfg: RunConfig, progress: bool) -> TrackRun:
-    from ghost_lens.capture.shards import CaptureShards
+def _load_data(cfg: RunConfig, device: str, prog: Any, folder: RunFolder | None) -> tuple[Any, list[Any], str]:
+    """The model when the dataset needs it (world-facts: it answers the questions), the examples (both labels
+    required) and their hash."""
     from ghost_lens.data.loaders import dataset_uses_model, load_examples
+
+    stage = (lambda name: _stage(folder, name)) if folder is not None else (lambda name: _no_stage())
+    model = None
+    if dataset_uses_model(cfg.dataset):
+        from ghost_lens.models import load_model
+
+        with stage("load_model"):
+            model = load_model(cfg.model, device=device, world_cfg=cfg.world)
+    with stage("load_data"):
+        dataset_info: dict[str, Any] = {}
+        examples = load_examples(cfg.dataset, num_samples=cfg.num_samples, seed=cfg.seed, world_cfg=cfg.world,
+                                 model=model, info=dataset_info,
+                                 progress=_progress_callback(prog, "answer") if prog is not None else None)
+    if dataset_info and folder is not None:
+        folder.manifest.update(dataset_info=dataset_info)
+    if len({e.label for e in examples}) < 2:  # before the capture: the evaluation would refuse it after
+        from ghost_lens.errors import DatasetError
+
+        raise DatasetError(f"dataset {cfg.dataset!r}: all {len(examples)} examples are labelled "
+                           f"{examples[0].label}; detection needs both labels (0 = faithful, 1 = hallucinated)")
+    return model, examples, dataset_hash(examples)
+
+
+@contextmanager
+def _no_stage():
+    yield
+
+
+def _run_stages(folder: RunFolder, cfg: RunConfig, progress: bool, ctx: Any, device: str) -> TrackRun:
+    from ghost_lens.capture.distributed import error_text
+    from ghost_lens.capture.shards import CaptureShards, prepare_partial
     from ghost_lens.pipeline import control_tracking, evaluate, load_model_and_bundle, track
 
+    load_cfg = dataclasses.replace(cfg, device=device)  # the saved config keeps what the user typed (``auto``)
     with make_progress(progress) as prog:
-        model = None
-        if dataset_uses_model(cfg.dataset):  # world-facts: the model answers the questions
-            from ghost_lens.models import load_model
+        try:
+            model, examples, dhash = _load_data(cfg, device, prog, folder)
+            source = _reusable_capture(folder, cfg, dhash) if folder.reuse_capture else None
+            folder.manifest.update(dataset_hash=dhash, n_examples=len(examples),
+                                   n_hallucinated=sum(e.label for e in examples), capture_reused=source is not None)
+            if source is None:
+                with _stage(folder, "load_model_and_saes"):
+                    model, bundle = load_model_and_bundle(load_cfg, progress=progress, model=model)
+                    from ghost_lens.models import check_coverage
 
-            with _stage(folder, "load_model"):
-                model = load_model(cfg.model, device=cfg.device, world_cfg=cfg.world)
-        with _stage(folder, "load_data"):
-            dataset_info: dict[str, Any] = {}
-            examples = load_examples(cfg.dataset, num_samples=cfg.num_samples, seed=cfg.seed, world_cfg=cfg.world,
-                                     model=model, info=dataset_info, progress=_progress_callback(prog, "answer"))
-        if dataset_info:
-            folder.manifest.update(dataset_info=dataset_info)
-        if len({e.label for e in examples}) < 2:  # before the capture: the evaluation would refuse it after
-            from ghost_lens.errors import DatasetError
-
-            raise DatasetError(f"dataset {cfg.dataset!r}: all {len(examples)} examples are labelled "
-                               f"{examples[0].label}; detection needs both labels (0 = faithful, 1 = hallucinated)")
-        dhash = dataset_hash(examples)
-        source = _reusable_capture(folder, cfg, dhash) if folder.reuse_capture else None
-        folder.manifest.update(dataset_hash=dhash, n_examples=len(examples),
-                               n_hallucinated=sum(e.label for e in examples), capture_reused=source is not None)
+                    check_coverage(model, [f"{e.prompt} {e.answer}" for e in examples])
+                if ctx.parallel:
+                    prepare_partial(folder.path / C.CAPTURE_PARTIAL)  # before any rank writes a shard into it
+            key = capture_key(cfg)  # after the SAEs were read (a toy world built now is in the key)
+        except Exception as exc:
+            ctx.broadcast({"error": error_text(exc)})
+            raise
+        ctx.broadcast({"error": None, "capture": source is None, "dataset_hash": dhash, "capture_key": key})
         if source is None:
-            with _stage(folder, "load_model_and_saes"):
-                model, bundle = load_model_and_bundle(cfg, progress=progress, model=model)
-                from ghost_lens.models import check_coverage
-
-                check_coverage(model, [f"{e.prompt} {e.answer}" for e in examples])
-            with _stage(folder, "capture"):
+            if ctx.parallel:
+                mine: Any = None
+                try:
+                    with _stage(folder, "capture_rank0"):
+                        mine = _capture_assigned(ctx, folder.path, cfg, model, bundle, examples, dhash, key, prog)
+                except Exception as exc:
+                    ctx.gather({"error": error_text(exc)})
+                    raise
+                statuses = ctx.gather({"error": None, "shards": mine})  # the barrier: every rank's shards written
+                _raise_rank_errors(statuses)
+                folder.manifest["capture_parallel"] = {"world_size": ctx.world_size,
+                                                       "shards_by_rank": [st["shards"] for st in statuses]}
+            with _stage(folder, "capture"):  # one process: every shard; data-parallel: the index (shards reused)
                 source = _capture_shards(folder, cfg, model, bundle, examples, dhash, prog)
         folder.manifest["capture_key"] = source.meta.get("capture_key")
         # the evaluation's per-example inputs: every shard cut to the tracked window, concatenated
@@ -158,28 +221,93 @@ def _reusable_capture(folder: RunFolder, cfg: RunConfig, dhash: str) -> Any:
     return source
 
 
-def _capture_shards(folder: RunFolder, cfg: RunConfig, model: Any, bundle: Any, examples: list[Any], dhash: str,
-                    prog: Any) -> Any:
-    """Capture shard by shard into ``capture.partial/`` (resuming the shards a killed run left there), then move it
-    over ``capture/`` once complete: the old capture goes only when the new one is whole."""
-    import dataclasses
+def _run_rank(ctx: Any, cfg: RunConfig, out: Path, device: str) -> None:
+    """A rank other than 0: the dataset, then rank 0's decision; when a capture is needed, the model and the SAEs,
+    this rank's shards into ``out/capture.partial/``, and the barrier. Never touches anything else in ``out``."""
+    from ghost_lens.capture.distributed import RankError, error_text
+    from ghost_lens.errors import DatasetError
+    from ghost_lens.pipeline import load_model_and_bundle
 
-    from ghost_lens.capture.shards import CaptureShards, capture_sharded, promote
-    from ghost_lens.pipeline import add_vocab, describe_saes, example_meta, restrict
+    local: Exception | None = None
+    try:
+        model, examples, dhash = _load_data(cfg, device, None, None)
+    except Exception as exc:  # told to rank 0 at the barrier (it may stop before: then its error wins)
+        local = exc
+    plan = ctx.broadcast()
+    if plan["error"] is not None:
+        raise RankError(f"rank 0 stopped: {plan['error']}")
+    if not plan["capture"]:
+        logger.info("rank %d: rank 0 reuses the saved capture; nothing to do", ctx.rank)
+        return
+    mine: Any = None
+    try:
+        if local is not None:
+            raise local
+        if dhash != plan["dataset_hash"]:
+            raise DatasetError(f"rank {ctx.rank} loaded another dataset than rank 0 (hash {dhash} vs "
+                               f"{plan['dataset_hash']}): the dataset must load the same on every rank")
+        model, bundle = load_model_and_bundle(dataclasses.replace(cfg, device=device), progress=False, model=model)
+        mine = _capture_assigned(ctx, out, cfg, model, bundle, examples, dhash, plan["capture_key"], False)
+    except Exception as exc:
+        ctx.gather({"error": error_text(exc)})
+        raise
+    _raise_rank_errors(ctx.gather({"error": None, "shards": mine}))
+    logger.info("rank %d: captured shards %s; rank 0 writes the run", ctx.rank, mine)
 
-    ccfg = cfg.capture
-    if cfg.tracker.positions == "all" and ccfg.positions != "all":  # the tracker reads every token
-        ccfg = dataclasses.replace(ccfg, positions="all")
+
+def _raise_rank_errors(statuses: list[dict[str, Any]]) -> None:
+    from ghost_lens.capture.distributed import RankError
+
+    failed = [(r, st["error"]) for r, st in enumerate(statuses) if st["error"] is not None]
+    if failed:
+        raise RankError("; ".join(f"rank {r} failed: {msg}" for r, msg in failed))
+
+
+def _capture_cfg(cfg: RunConfig) -> Any:
+    """The capture config as run: every token kept when the tracker reads every token."""
+    if cfg.tracker.positions == "all" and cfg.capture.positions != "all":
+        return dataclasses.replace(cfg.capture, positions="all")
+    return cfg.capture
+
+
+def _finisher(model: Any):
+    """What each shard's trace gets before it is written: the vocabulary of its tokens and its examples' meta."""
+    from ghost_lens.pipeline import add_vocab, example_meta
 
     def finish(trace: Any, part: list[Any]) -> None:
         add_vocab(trace, model)
         trace.meta["example_meta"] = [example_meta(ex) for ex in part]
 
+    return finish
+
+
+def _capture_assigned(ctx: Any, out: Path, cfg: RunConfig, model: Any, bundle: Any, examples: list[Any], dhash: str,
+                      key: str, prog: Any) -> list[int]:
+    """This rank's shards (``i % world_size == rank``) into ``out/capture.partial/``, with full decoder tables."""
+    from ghost_lens.capture.shards import capture_assigned
+    from ghost_lens.pipeline import describe_saes, restrict
+
+    ccfg = _capture_cfg(cfg)
+    return capture_assigned(model, restrict(bundle, ccfg.layers), examples, ccfg, out / C.CAPTURE_PARTIAL,
+                            rank=ctx.rank, world_size=ctx.world_size, key=key, dataset_hash=dhash,
+                            progress=prog if prog is not None else False, model_name=cfg.model,
+                            sae_info=describe_saes(bundle), finish=_finisher(model))
+
+
+def _capture_shards(folder: RunFolder, cfg: RunConfig, model: Any, bundle: Any, examples: list[Any], dhash: str,
+                    prog: Any) -> Any:
+    """Capture shard by shard into ``capture.partial/`` (resuming the shards a killed run left there, reusing those
+    the data-parallel ranks wrote), then move it over ``capture/`` once complete: the old capture goes only when the
+    new one is whole."""
+    from ghost_lens.capture.shards import CaptureShards, capture_sharded, promote
+    from ghost_lens.pipeline import describe_saes, restrict
+
+    ccfg = _capture_cfg(cfg)
     partial = folder.path / C.CAPTURE_PARTIAL
     capture_sharded(model, restrict(bundle, ccfg.layers), examples, ccfg, partial,
                     key=capture_key(cfg),  # the SAE files as just read (ghost_lens.run)
                     dataset_hash=dhash, progress=prog, model_name=cfg.model, sae_info=describe_saes(bundle),
-                    finish=finish)
+                    finish=_finisher(model))
     promote(partial, folder.capture_dir)
     return CaptureShards.open(folder.capture_dir)
 

@@ -18,6 +18,11 @@ Steps (:func:`capture_examples` does 1, then calls :func:`capture_tokens` for th
 6. Decoder tables: the unit-norm ``W_dec`` rows of every feature that occurred with a non-zero value (at a kept
    token), stored in ``cfg.decoder_dtype`` (float16 by default).
 
+The model and the SAEs run in whatever dtype they are in (``capture.dtype``, applied by
+:func:`ghost_lens.pipeline.load_model_and_bundle`: ``sae.encode`` casts its input to the SAE's dtype); every value
+is cast to float32 before it is stored (feature values and residuals then to ``store_fp16`` /
+``cfg.residual_dtype``, float16 by default for the residuals, which only the dense probe reads).
+
 What is kept per token follows ``cfg.positions``: ``tracked`` (default) keeps, per example, the window from its last
 prompt token to the end of its answer (what the tracker, the SAE statistics and the baselines read; the SAEs then
 encode only those tokens), ``all`` every token (``interpret``'s full contexts); ``FeatureTrace.window_start`` says
@@ -134,7 +139,8 @@ def capture_tokens(
     if k < cfg.top_k:
         logger.warning("top_k=%d exceeds the narrowest SAE's width; keeping %d features per token", cfg.top_k, k)
     store = torch.float16 if cfg.store_fp16 else torch.float32
-    rec = _Recorder(sae_list, int(offsets[-1]), len(sequences), k, model.cfg.d_model, store)
+    resid_store = torch.float16 if cfg.store_fp16 or cfg.residual_dtype == "float16" else torch.float32
+    rec = _Recorder(sae_list, int(offsets[-1]), len(sequences), k, model.cfg.d_model, store, resid_store)
     # Stop after the last block unless a hook lives after it (ln_final / unembed): logits are only needed at the
     # positions predicting answer tokens.
     full = any(not (n.startswith("blocks.") or n.startswith("hook_")) for n in names)
@@ -173,6 +179,8 @@ def capture_tokens(
         "d_model": model.cfg.d_model,
         "n_truncated": n_truncated,
         "dtype": str(store).removeprefix("torch."),
+        "residual_dtype": str(resid_store).removeprefix("torch."),
+        "compute_dtype": cfg.dtype,
         "decoder_dtype": cfg.decoder_dtype,
         "positions": cfg.positions,
         "capture_config": dataclasses.asdict(cfg),
@@ -301,15 +309,16 @@ def _progress(progress: ProgressArg, total: int) -> Iterator[Callable[[], None]]
 class _Recorder:
     """The capture's output tensors (preallocated) and the hooks that fill them, one batch at a time."""
 
-    def __init__(self, saes: list[SAE], n_tokens: int, n_examples: int, k: int, d_model: int, store: torch.dtype):
+    def __init__(self, saes: list[SAE], n_tokens: int, n_examples: int, k: int, d_model: int, store: torch.dtype,
+                 resid_store: torch.dtype = torch.float32):
         n_layers = len(saes)
         self.saes, self.k = saes, k
         self.batch: Batch | None = None
         self.feat_idx = torch.empty(n_layers, n_tokens, k, dtype=torch.int32)
         self.feat_val = torch.empty(n_layers, n_tokens, k, dtype=store)
         self.totals = torch.empty(n_layers, n_tokens, len(SAE_TOTALS), dtype=torch.float32)
-        self.resid_last = torch.empty(n_layers, n_examples, d_model, dtype=store)
-        self.resid_mean = torch.empty(n_layers, n_examples, d_model, dtype=store)
+        self.resid_last = torch.empty(n_layers, n_examples, d_model, dtype=resid_store)
+        self.resid_mean = torch.empty(n_layers, n_examples, d_model, dtype=resid_store)
         self.logprob_sum = torch.empty(n_examples)
         self.entropy = torch.empty(n_examples)
         self.max_prob = torch.empty(n_examples)

@@ -23,6 +23,14 @@ Steps of :func:`capture_sharded`:
 5. Index: ``capture.json`` (shards with their example and token counts, the capture key, the dataset hash and the
    metadata common to all shards) is written last: its presence says the capture is complete.
 
+Data-parallel capture (``torchrun``, :mod:`ghost_lens.capture.distributed`): each rank captures the shards
+``i % world_size == rank`` with :func:`capture_assigned`, each with a *full* decoder table (every feature it saw;
+marked ``decoder_tables: full`` in the safetensors header), since no rank knows what the others saw; then rank 0
+runs :func:`capture_sharded`, which reuses every matching full shard after trimming its table to the features no
+earlier shard stores (step 4's rule, applied after the fact). The result is byte-identical to a one-process
+capture. A full shard is self-contained, so it is reused whatever happened to the shards before it; an incremental
+shard after a recaptured or trimmed one is captured again (its table leaned on the earlier ones).
+
 Later stages read it lazily (:class:`CaptureShards`: one shard at a time, e.g. tracking) or whole
 (:meth:`CaptureShards.load` / :meth:`FeatureTrace.load <ghost_lens.capture.trace.FeatureTrace.load>`: the shards
 concatenated, for ``explain`` / ``interpret`` / ``tune`` and the evaluation's per-example inputs).
@@ -223,6 +231,33 @@ def _read_decoder_ids(shard_dir: Path, n_layers: int) -> list[torch.Tensor]:
         return [fh.get_tensor(f"dec_idx.{j}").to(torch.int64) for j in range(n_layers)]
 
 
+FULL_TABLES = {"decoder_tables": "full"}
+"""Safetensors header metadata of a shard's ``decoders.safetensors`` holding every feature the shard saw (written by
+:func:`capture_assigned`); an incremental table (the default) carries no metadata."""
+
+
+def has_full_tables(shard_dir: Path) -> bool:
+    """Whether a shard's decoder tables hold every feature it saw (a data-parallel rank wrote it) rather than only
+    those no earlier shard stores."""
+    with safe_open(str(shard_dir / CAPTURE_DECODERS), framework="pt") as fh:
+        return (fh.metadata() or {}).get("decoder_tables") == FULL_TABLES["decoder_tables"]
+
+
+def _trim_full_tables(shard_dir: Path, known: list[torch.Tensor]) -> None:
+    """Rewrite a full shard's decoder tables (atomically) as the incremental ones a one-process capture writes: only
+    the features not in ``known`` (which gains them). Byte-identical to what :func:`capture_sharded` would write."""
+    from ghost_lens.io import atomic_save_file
+
+    dec = load_file(str(shard_dir / CAPTURE_DECODERS))
+    out: dict[str, torch.Tensor] = {}
+    for j in range(len(known)):
+        idx, rows = dec[f"dec_idx.{j}"].to(torch.int64), dec[f"dec_dir.{j}"]
+        new = ~torch.isin(idx, known[j])
+        out[f"dec_idx.{j}"], out[f"dec_dir.{j}"] = idx[new].contiguous(), rows[new].contiguous()
+        known[j] = torch.cat([known[j], idx[new]]).sort().values
+    atomic_save_file(out, shard_dir / CAPTURE_DECODERS)
+
+
 def _drop_known(trace: FeatureTrace, known: list[torch.Tensor]) -> None:
     """Keep in ``trace``'s decoder tables only the features no earlier shard stored; add them to ``known``."""
     for j, (idx, rows) in enumerate(zip(trace.dec_idx, trace.dec_dir, strict=True)):
@@ -271,11 +306,16 @@ def capture_sharded(
         shard_dir = shards_dir / shard_name(i)
         part = [examples[r] for r in rows]
         expected = shard_info(i, rows, [ex.id for ex in part], key, dataset_hash, cfg.shard_size)
-        meta = read_shard_meta(shard_dir) if resumable else None
-        if shard_matches(meta, expected):
+        meta = read_shard_meta(shard_dir)
+        full = shard_matches(meta, expected) and has_full_tables(shard_dir)
+        if full or (resumable and shard_matches(meta, expected)):
             assert meta is not None
-            for j, ids in enumerate(_read_decoder_ids(shard_dir, len(layers))):
-                known[j] = torch.cat([known[j], ids]).sort().values
+            if full:  # captured by a data-parallel rank: self-contained, trimmed to what is new here
+                _trim_full_tables(shard_dir, known)
+                resumable = False  # an incremental shard after it leaned on other tables: captured again
+            else:
+                for j, ids in enumerate(_read_decoder_ids(shard_dir, len(layers))):
+                    known[j] = torch.cat([known[j], ids]).sort().values
             for _ in range(-(-len(rows) // cfg.batch_size)):
                 advance()
             logger.info("capture shard %d/%d: reused (%d examples)", i + 1, len(plan), len(rows))
@@ -315,9 +355,77 @@ def capture_sharded(
     return CaptureShards(folder, index)
 
 
-def write_shard(trace: FeatureTrace, shard_dir: Path) -> Path:
-    """One shard's files, atomically, its ``capture.json`` last: a shard is whole or absent."""
-    return trace.save(shard_dir)
+def write_shard(trace: FeatureTrace, shard_dir: Path, *, full_tables: bool = False) -> Path:
+    """One shard's files, atomically, its ``capture.json`` last: a shard is whole or absent (``full_tables``: its
+    decoder tables hold every feature it saw, :data:`FULL_TABLES`)."""
+    return trace.save(shard_dir, decoder_metadata=FULL_TABLES if full_tables else None)
+
+
+def prepare_partial(folder: str | Path) -> Path:
+    """Make ``folder/shards/`` and remove the index (an incomplete capture has none): what rank 0 does before any
+    rank writes a shard into ``folder``."""
+    folder = Path(folder)
+    (folder / CAPTURE_SHARDS_DIR).mkdir(parents=True, exist_ok=True)
+    (folder / CAPTURE_META).unlink(missing_ok=True)
+    return folder
+
+
+def assigned_shards(n_shards: int, rank: int, world_size: int) -> list[int]:
+    """The shards rank ``rank`` of ``world_size`` captures: ``i % world_size == rank``."""
+    return [i for i in range(n_shards) if i % world_size == rank]
+
+
+def capture_assigned(
+    model: HookedTransformer,
+    saes: Mapping[int, SAE],
+    examples: Sequence[Example],
+    cfg: CaptureConfig,
+    folder: str | Path,
+    *,
+    rank: int,
+    world_size: int,
+    key: str | None = None,
+    dataset_hash: str | None = None,
+    progress: Any = False,
+    model_name: str | None = None,
+    sae_info: dict[str, Any] | None = None,
+    finish: Callable[[FeatureTrace, Sequence[Example]], None] | None = None,
+) -> list[int]:
+    """One data-parallel rank's part of a sharded capture into ``folder`` (prepared by rank 0,
+    :func:`prepare_partial`): every shard of :func:`assigned_shards` not already there, with full decoder tables.
+    Returns the indices of the shards it captured (a matching shard on disk is kept). Writes no index: rank 0's
+    :func:`capture_sharded` does, once every rank is done."""
+    from ghost_lens.capture.capture import capture_examples, resolve_hooks
+
+    if not examples:
+        raise DatasetError("no examples to capture")
+    shards_dir = Path(folder) / CAPTURE_SHARDS_DIR
+    shards_dir.mkdir(parents=True, exist_ok=True)
+    resolve_hooks(model, saes, cfg)  # a bad layer / hook fails here, before any forward pass
+    plan = plan_shards(len(examples), cfg.shard_size)
+    mine = assigned_shards(len(plan), rank, world_size)
+    advance = _batch_progress(progress, sum(-(-len(plan[i]) // cfg.batch_size) for i in mine))
+    captured = []
+    for i in mine:
+        rows, shard_dir = plan[i], shards_dir / shard_name(i)
+        part = [examples[r] for r in rows]
+        expected = shard_info(i, rows, [ex.id for ex in part], key, dataset_hash, cfg.shard_size)
+        if shard_matches(read_shard_meta(shard_dir), expected):
+            for _ in range(-(-len(rows) // cfg.batch_size)):
+                advance()
+            logger.info("rank %d: capture shard %d/%d reused", rank, i + 1, len(plan))
+            continue
+        if shard_dir.exists():
+            shutil.rmtree(shard_dir)
+        trace = capture_examples(model, saes, part, cfg, progress=advance, model_name=model_name, sae_info=sae_info)
+        if finish is not None:
+            finish(trace, part)
+        trace.meta["shard"] = expected
+        write_shard(trace, shard_dir, full_tables=True)
+        del trace
+        captured.append(i)
+        logger.info("rank %d: capture shard %d/%d: %d examples", rank, i + 1, len(plan), len(rows))
+    return captured
 
 
 def _n_tokens(shard_dir: Path) -> int:

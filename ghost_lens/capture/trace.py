@@ -43,8 +43,9 @@ Decoder directions (``decoders.safetensors``): for each tracked layer position `
 ``dec_dir.{j}`` [F_j, D] float (their ``W_dec`` rows, L2-normalised). :meth:`FeatureTrace.decoder_directions`
 looks rows up by feature id.
 
-``float`` is float32, or float16 for values and residuals when ``store_fp16`` is set (``meta["dtype"]``); decoder
-directions are stored in ``capture.decoder_dtype`` (float16 by default, ``meta["decoder_dtype"]``). Row ``i`` of ``[N]`` / ``[L, N, D]`` tensors is example ``i``, in the order given to capture.
+``float`` is float32, or float16 for values and residuals when ``store_fp16`` is set (``meta["dtype"]``); the
+residuals are stored in ``capture.residual_dtype`` (float16 by default, ``meta["residual_dtype"]``) and read back as
+float32; decoder directions are stored in ``capture.decoder_dtype`` (float16 by default, ``meta["decoder_dtype"]``). Row ``i`` of ``[N]`` / ``[L, N, D]`` tensors is example ``i``, in the order given to capture.
 
 Metadata (``capture.json``): ``ids``, ``groups``, ``labels``, ``prompts``, ``answers``, ``answer_separators``
 (the text the model read is ``prompt + separator + answer``), ``layers``, ``hook_names``, ``model_name``,
@@ -80,9 +81,12 @@ SAE_TOTALS = ("l1", "l0", "entropy")
 
 
 def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """A ``capture.safetensors``, with ``feat_idx`` as int32 whatever its width on disk (int16 when it fits)."""
+    """A ``capture.safetensors``, with ``feat_idx`` as int32 whatever its width on disk (int16 when it fits) and
+    the residual vectors as float32 whatever their dtype on disk (``capture.residual_dtype``, float16 by default)."""
     tensors = load_file(str(path))
     tensors["feat_idx"] = tensors["feat_idx"].to(torch.int32)
+    for name in ("resid_last_prompt", "resid_answer_mean"):
+        tensors[name] = tensors[name].to(torch.float32)
     return tensors
 
 
@@ -188,7 +192,9 @@ class FeatureTrace:
         return self.dec_dir[layer_pos][rows].reshape(*feature_ids.shape, -1).float()
 
     # ---- persistence -------------------------------------------------------------------------------------------
-    def save(self, folder: str | Path) -> Path:
+    def save(self, folder: str | Path, *, decoder_metadata: dict[str, str] | None = None) -> Path:
+        """The three files into ``folder``, each atomically, ``capture.json`` last (``decoder_metadata``: the
+        ``decoders.safetensors`` header's metadata, e.g. :data:`ghost_lens.capture.shards.FULL_TABLES`)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         tensors = {k: getattr(self, k).contiguous() for k in _TENSOR_FIELDS}
@@ -201,7 +207,7 @@ class FeatureTrace:
         for j, (i, d) in enumerate(zip(self.dec_idx, self.dec_dir, strict=True)):
             dec[f"dec_idx.{j}"] = i.contiguous()
             dec[f"dec_dir.{j}"] = d.contiguous()
-        atomic_save_file(dec, folder / CAPTURE_DECODERS)
+        atomic_save_file(dec, folder / CAPTURE_DECODERS, metadata=decoder_metadata)
         atomic_write_json(folder / CAPTURE_META, self.meta)  # last: a capture.json means the rest is there
         return folder
 

@@ -22,7 +22,7 @@ from ghost_lens.errors import ConfigError
 from ghost_lens.tracking import track_trace
 from tests.helpers_capture import build_examples, build_model, build_saes, build_tokenizer
 
-CFG = CaptureConfig(top_k=8, batch_size=2, decoder_dtype="float32")
+CFG = CaptureConfig(top_k=8, batch_size=2, decoder_dtype="float32", residual_dtype="float32")
 TRACK = TrackerConfig(top_k_features=12)
 
 

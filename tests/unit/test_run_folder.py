@@ -143,3 +143,15 @@ def test_a_run_killed_while_writing_its_first_file_does_not_block_the_folder(tmp
         assert not folder.reuse_capture
     assert not (out / f".{C.CONFIG}.tmp-999999-0123abcd").exists()
     assert (out / C.CONFIG).is_file()
+
+
+def test_a_folder_may_be_rerun_on_another_device_but_not_another_dtype():
+    import dataclasses
+
+    from ghost_lens.config import RunConfig
+    from ghost_lens.run import config_diff
+
+    cfg = RunConfig()
+    assert config_diff(cfg, dataclasses.replace(cfg, device="auto")) == []
+    other = dataclasses.replace(cfg, capture=dataclasses.replace(cfg.capture, dtype="bfloat16"))
+    assert config_diff(cfg, other) == ["capture.dtype"]
