@@ -63,14 +63,12 @@ def interpret(
 def _interpret(layer, run, top, features, window, rows, out, force) -> None:
     from rich.markup import escape
 
-    from ghost_lens.capture.trace import FeatureTrace
-    from ghost_lens.interpret import interpret_layer, output_path, write_interpretation
+    from ghost_lens.interpret import interpret_run, output_path, write_interpretation
 
     run_dir = run_folder(run)
     feature_ids = parse_features(features)
     path = output_path(run_dir, layer, out, force=force)
-    trace = FeatureTrace.load(run_dir / "capture")
-    result = interpret_layer(trace, layer, top=top, features=feature_ids, window=window)
+    result = interpret_run(run_dir, layer, top=top, features=feature_ids, window=window)
     write_interpretation(result, path)
     console.print(features_table(result, rows))
     console.print(f"per-feature JSON ({len(result['features'])} features): [bold]{escape(str(path))}[/]",

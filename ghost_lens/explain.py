@@ -132,7 +132,7 @@ def _run_output_signals(run_dir: Path) -> dict[str, np.ndarray]:
 
     from ghost_lens.capture.shards import CaptureShards, is_sharded
 
-    folder = run_dir / "capture"
+    folder = run_dir / C.CAPTURE_DIR
     paths = ([s.shard_dir(i) / C.CAPTURE_TENSORS for s in [CaptureShards.open(folder)] for i in range(s.n_shards)]
              if is_sharded(folder) else [folder / C.CAPTURE_TENSORS])  # a sharded capture: every shard, in order
     if not all(p.is_file() for p in paths):

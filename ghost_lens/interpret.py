@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ghost_lens import constants as C
 from ghost_lens.errors import ConfigError, RunFolderError
 
 if TYPE_CHECKING:
@@ -62,6 +63,13 @@ def context(tokens: Sequence[int], pos: int, window: int, decode: Any, joiner: s
             s = f"{s[: len(s) - len(stripped)]}{MARK[0]}{stripped}{MARK[1]}"
         parts.append(s)
     return ("..." if lo > 0 else "") + joiner.join(parts) + ("..." if hi < len(tokens) else "")
+
+
+def interpret_run(run_dir: str | Path, layer: int, **kwargs: Any) -> dict[str, Any]:
+    """:func:`interpret_layer` on the saved capture of a run folder (``kwargs``: its keyword options)."""
+    from ghost_lens.capture.trace import FeatureTrace
+
+    return interpret_layer(FeatureTrace.load(Path(run_dir) / C.CAPTURE_DIR), layer, **kwargs)
 
 
 def interpret_layer(

@@ -227,7 +227,7 @@ class _Context:
 
         self.run_dir = run_dir
         self.cfg = read_run_config(run_dir)
-        self.trace = FeatureTrace.load(run_dir / "capture")
+        self.trace = FeatureTrace.load(run_dir / C.CAPTURE_DIR)
         metrics_path = run_dir / C.DETECTION_METRICS
         run_metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
         best = (run_metrics.get("conclusion") or {}).get("best_baseline")

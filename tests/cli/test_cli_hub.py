@@ -31,7 +31,7 @@ def test_track_through_the_hub(hub_run, offline_hub_cache):
         assert (hub_run / name).is_file(), name
     meta = json.loads((hub_run / "capture" / C.CAPTURE_META).read_text())
     n_layers = offline_hub_cache["n_layers"]
-    assert meta["layers"] == list(range(n_layers)) and len(meta["ids"]) == 40
+    assert meta["layers"] == list(range(n_layers)) and meta["n_examples"] == 40  # the sharded capture's index
     assert meta["hook_names"] == [f"blocks.{L}.hook_resid_pre" for L in range(n_layers)]
     info = meta["sae_info"]
     assert "gpt2-small-res-jb" in info["source"]
