@@ -26,7 +26,7 @@ def test_bare_track_writes_a_complete_run_folder(toy_run):
     for name in (C.CONFIG, C.MANIFEST, C.REPORT, C.TRACKING_SUMMARY, C.DETECTION_METRICS, C.PREDICTIONS,
                  C.ROC_PLOT, C.RELIABILITY_PLOT, C.TRACK_PLOT, C.TRACK_METRICS, C.DETECTOR_ARRAYS, C.DETECTOR_META):
         assert (out / name).is_file(), name
-    assert (out / "capture" / C.CAPTURE_TENSORS).is_file()
+    assert (out / C.CAPTURE_DIR / C.CAPTURE_SHARDS_DIR / "00000" / C.CAPTURE_TENSORS).is_file()
     assert (out / C.GRAPHS_DIR / C.GRAPHS_FILE).is_file()
     manifest = json.loads((out / C.MANIFEST).read_text())
     assert {"versions", "dataset_hash", "timings_s", "seed", "config"} <= manifest.keys()
@@ -42,11 +42,11 @@ def test_bare_track_writes_a_complete_run_folder(toy_run):
 
 def test_rerun_reuses_capture_and_other_config_is_refused(toy_run):
     out, _ = toy_run
-    stamp = (out / "capture" / C.CAPTURE_TENSORS).stat().st_mtime_ns
+    stamp = (out / C.CAPTURE_DIR / C.CAPTURE_SHARDS_DIR / "00000" / C.CAPTURE_TENSORS).stat().st_mtime_ns
     again = runner.invoke(app, ["track", "--out", str(out), "--set", "eval.n_bootstrap=50"])
     assert again.exit_code == 2 and "another config" in again.output and "eval.n_bootstrap" in again.output
     assert "Traceback" not in again.output
     same = runner.invoke(app, ["track", "--out", str(out)])
     assert same.exit_code == 0, same.output
     assert json.loads((out / C.MANIFEST).read_text())["capture_reused"] is True
-    assert (out / "capture" / C.CAPTURE_TENSORS).stat().st_mtime_ns == stamp
+    assert (out / C.CAPTURE_DIR / C.CAPTURE_SHARDS_DIR / "00000" / C.CAPTURE_TENSORS).stat().st_mtime_ns == stamp
