@@ -132,6 +132,26 @@ def atomic_save_file(tensors: dict[str, Any], path: str | Path, metadata: dict[s
     return Path(path)
 
 
+def fsync_tree(folder: Path) -> None:
+    """fsync every file under ``folder`` (before a rename publishes them)."""
+    for f in folder.rglob("*"):
+        if f.is_file():
+            _fsync_file(f)
+
+
+def swap_dir(src: Path, path: Path) -> None:
+    """Put the finished folder ``src`` in the place of ``path``: the old ``path`` (if any) is renamed aside first
+    and removed only after ``src`` took its name, so a crash leaves one of the two whole."""
+    old = None
+    if path.exists():
+        old = _sibling(path, OLD_TAG)
+        os.replace(path, old)
+    os.replace(src, path)
+    fsync_dir(path.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary sibling folder of ``path``; on a clean exit it replaces ``path`` (see the module
@@ -142,21 +162,12 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
-        for f in tmp.rglob("*"):
-            if f.is_file():
-                _fsync_file(f)
+        fsync_tree(tmp)
         fsync_dir(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    old = None
-    if path.exists():
-        old = _sibling(path, OLD_TAG)
-        os.replace(path, old)
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    swap_dir(tmp, path)
 
 
 def clean_stale_temps(path: str | Path) -> list[Path]:

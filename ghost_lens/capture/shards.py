@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -54,7 +53,7 @@ from ghost_lens.capture.trace import FeatureTrace, load_tensors
 from ghost_lens.config import CaptureConfig
 from ghost_lens.constants import CAPTURE_DECODERS, CAPTURE_META, CAPTURE_SHARDS_DIR, CAPTURE_TENSORS
 from ghost_lens.errors import DatasetError, RunFolderError
-from ghost_lens.io import OLD_TAG, _sibling, atomic_write_json, fsync_dir
+from ghost_lens.io import atomic_write_json, fsync_tree, swap_dir
 
 if TYPE_CHECKING:
     from sae_lens import SAE
@@ -452,16 +451,6 @@ def promote(partial: str | Path, final: str | Path) -> Path:
     partial, final = Path(partial), Path(final)
     if not is_sharded(partial):
         raise RunFolderError(f"{partial} holds no complete capture")
-    for f in partial.rglob("*"):
-        if f.is_file():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-    old = None
-    if final.exists():
-        old = _sibling(final, OLD_TAG)
-        os.replace(final, old)
-    os.replace(partial, final)
-    fsync_dir(final.parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    fsync_tree(partial)
+    swap_dir(partial, final)
     return final
