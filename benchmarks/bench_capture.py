@@ -150,7 +150,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
                     help="the model's and the SAEs' dtype (capture.dtype)")
     args = ap.parse_args()
-    from ghost_lens.models import resolve_device, to_dtype
+    from ghost_lens.model_loader import resolve_device, to_dtype
 
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)

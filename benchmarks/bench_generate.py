@@ -42,7 +42,7 @@ t0 = time.perf_counter()
 import torch
 torch.set_num_threads({threads})
 import transformer_lens, transformers
-from ghost_lens.models import load_model
+from ghost_lens.model_loader import load_model
 t1 = time.perf_counter()
 model = load_model("smollm2-135m")
 t2 = time.perf_counter()
@@ -99,7 +99,7 @@ def main() -> None:
         print(f"load warm  {warm['load_s']:6.1f} s  (+ imports {warm['imports_s']:.1f} s)")
 
     from ghost_lens.generate import generate
-    from ghost_lens.models import load_model
+    from ghost_lens.model_loader import load_model
 
     started = time.perf_counter()
     model = load_model("smollm2-135m")

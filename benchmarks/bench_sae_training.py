@@ -3,9 +3,9 @@ forwards per batch = 1 whatever the number of layers; report the speedup at 24 l
 
 Variants, timed side by side on the same tokens, interleaved, median of ``--repeats``:
 
-- ``per-layer``: :func:`ghost_lens.saes.train.train_sae` once per layer (SAELens's ``LanguageModelSAETrainingRunner``,
+- ``per-layer``: :func:`ghost_lens.saes.runners.train_sae` once per layer (SAELens's ``LanguageModelSAETrainingRunner``,
   as ``train-saes`` did before): the model runs over every batch once per layer;
-- ``multi``: :func:`ghost_lens.saes.train.train_saes_multi` (SAELens's ``MultiSAETrainingRunner``, what
+- ``multi``: :func:`ghost_lens.saes.runners.train_saes_multi` (SAELens's ``MultiSAETrainingRunner``, what
   ``train-saes`` uses now): one forward per batch feeds every layer's SAE.
 
 Both train TopK SAEs (expansion 4, k 16) on ``blocks.{L}.hook_resid_post`` of every layer with the same token budget
@@ -32,7 +32,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from ghost_lens.hooks import hook_name
 from ghost_lens.saes.config import SAETrainingConfig
-from ghost_lens.saes.train import train_sae, train_saes_multi
+from ghost_lens.saes.runners import train_sae, train_saes_multi
 
 SHAPES = {
     "toy": dict(n_layers=4, d_model=128, n_heads=4, d_mlp=512, d_vocab=600),

@@ -47,7 +47,7 @@ from ghost_lens.capture.trace import FeatureTrace  # noqa: E402
 from ghost_lens.config import DetectorConfig, RunConfig, TrackerConfig  # noqa: E402
 from ghost_lens.detect.folds import group_codes, make_folds  # noqa: E402
 from ghost_lens.detect.metrics import group_bootstrap_counts  # noqa: E402
-from ghost_lens.detect.report import Bootstrap  # noqa: E402
+from ghost_lens.detect.verdicts import Bootstrap  # noqa: E402
 from ghost_lens.pipeline import evaluate  # noqa: E402
 from ghost_lens.tracking import track_trace  # noqa: E402
 

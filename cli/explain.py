@@ -121,7 +121,7 @@ def _explain(prompt, answer, run, top, as_json) -> None:
     import json
     import sys
 
-    from ghost_lens.detect.report import clean_json
+    from ghost_lens.detect.verdicts import clean_json
     from ghost_lens.explain import explain as explain_example
 
     run_dir = run_folder(run)

@@ -85,8 +85,8 @@ def track(
 def _track(model, sae_release, sae_dir, dataset, config, layers, num_samples, out, force, device, set_) -> None:
     from ghost_lens.config import prefer_typed_sae_source, with_default_sae_source
     from ghost_lens.constants import REPORT
-    from ghost_lens.report import split_description
-    from ghost_lens.runner import run_track
+    from ghost_lens.run_report import split_description
+    from ghost_lens.track_run import run_track
 
     fields = {"model": model, "sae_release": sae_release, "sae_dir": sae_dir, "dataset": dataset,
               "num_samples": num_samples, "capture.layers": parse_layers(layers), "device": device}

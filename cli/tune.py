@@ -74,7 +74,7 @@ def tune(
 def _tune(run, grid, optuna, storage, study_name, n_bootstrap, out, force) -> None:
     from rich.markup import escape
 
-    from ghost_lens.runner import make_progress
+    from ghost_lens.track_run import make_progress
     from ghost_lens.tune import load_grid, results_path
     from ghost_lens.tune import tune as tune_run
 

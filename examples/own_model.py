@@ -10,7 +10,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from ghost_lens import Example, RunConfig, SAETrainingConfig, get_world, run_pipeline
 from ghost_lens.hooks import hook_name
-from ghost_lens.saes.train import train_sae
+from ghost_lens.saes.runners import train_sae
 
 world = get_world()
 cfg = HookedTransformerConfig(n_layers=2, d_model=64, n_ctx=32, d_head=16, n_heads=4, d_mlp=256,

@@ -32,11 +32,11 @@ from ghost_lens.pipeline import (
     run_pipeline,
     track,
 )
-from ghost_lens.runner import run_track
+from ghost_lens.track_run import run_track
 
 _LAZY = {
     "FeatureTrace": "ghost_lens.capture.trace",
-    "load_model": "ghost_lens.models",
+    "load_model": "ghost_lens.model_loader",
     "load_bundle": "ghost_lens.saes.sources",
     "SAEBundle": "ghost_lens.saes.bundle",
     "SAETrainingConfig": "ghost_lens.saes.config",
@@ -44,7 +44,7 @@ _LAZY = {
     "get_world": "ghost_lens.toy.world",
     "HallucinationDetector": "ghost_lens.detect.detector",
     "TrackGraph": "ghost_lens.tracking.graph",
-    "TrackingResult": "ghost_lens.tracking.run",
+    "TrackingResult": "ghost_lens.tracking.result",
     "load_graphs": "ghost_lens.tracking.graph_io",
 }
 

@@ -21,7 +21,7 @@ from ghost_lens.errors import ConfigError
 
 T = TypeVar("T")
 DEVICE_PATTERN = re.compile(r"cpu|auto|cuda(:\d+)?|mps")
-"""The values ``device`` may take (``ghost_lens.models.resolve_device`` turns ``auto`` into one of the others)."""
+"""The values ``device`` may take (``ghost_lens.model_loader.resolve_device`` turns ``auto`` into one of the others)."""
 
 
 def _check(cond: bool, msg: str) -> None:

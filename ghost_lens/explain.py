@@ -1,7 +1,7 @@
 """``ghost-lens explain``: one (prompt, answer) scored by a run's detector, and the tracks behind the score.
 
 1. Read the run folder: its config, the detector refitted on all its examples (``detector.safetensors`` +
-   ``detector.json``, written by :func:`ghost_lens.runner._save_final_detector`; never pickle, and refused when
+   ``detector.json``, written by :func:`ghost_lens.track_run._save_final_detector`; never pickle, and refused when
    its config hash is not the hash of the run's ``config.yaml``) and its per-example track metrics
    (``track_metrics.json``).
 2. Load the run's model and SAE bundle (:func:`~ghost_lens.pipeline.load_model_and_bundle`), capture the single
@@ -202,9 +202,9 @@ def explain(
 ) -> Explanation:
     """Score one example with a run's detector and explain the score (module docstring)."""
     from ghost_lens.data.example import Example
-    from ghost_lens.models import check_coverage
+    from ghost_lens.model_loader import check_coverage
     from ghost_lens.pipeline import capture_trace, detector_features, load_model_and_bundle, track
-    from ghost_lens.run import read_run_config
+    from ghost_lens.run_folder import read_run_config
     from ghost_lens.tracking import TrackingResult
 
     run_dir = Path(run_dir)
@@ -255,7 +255,7 @@ def explain(
         result.plot = unique_path(run_dir / EXPLAIN_DIR, slug(f"{prompt} {answer}"), ".png")
         plot_tracks(graph, result.plot, title=f"{prompt!r} -> {answer!r}: p(halluc.) {prob:.2f}")
         result.record = result.plot.with_suffix(".json")
-        from ghost_lens.detect.report import clean_json
+        from ghost_lens.detect.verdicts import clean_json
         from ghost_lens.io import atomic_write_text
 
         atomic_write_text(result.record, json.dumps(clean_json(result.as_dict()), indent=1))

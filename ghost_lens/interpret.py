@@ -206,7 +206,7 @@ def output_path(run_dir: str | Path, layer: int, out: str | Path | None = None, 
 
 
 def write_interpretation(result: dict[str, Any], path: str | Path) -> Path:
-    from ghost_lens.detect.report import clean_json
+    from ghost_lens.detect.verdicts import clean_json
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

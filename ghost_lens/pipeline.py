@@ -47,10 +47,10 @@ def load_model_and_bundle(
     cfg: RunConfig, progress: bool = True, model: HookedTransformer | None = None, *, dtype: str | None = None
 ) -> tuple[HookedTransformer, SAEBundle]:
     """The config's model (unless ``model``, already loaded, is given) and SAE bundle, validated (d_in, hooks,
-    layers, one hook kind), on ``cfg.device`` (``auto`` resolved, :func:`ghost_lens.models.resolve_device`) and in
+    layers, one hook kind), on ``cfg.device`` (``auto`` resolved, :func:`ghost_lens.model_loader.resolve_device`) and in
     ``dtype`` (default ``cfg.capture.dtype``: the capture's forward pass and SAE encoding run in it; a given
     ``model`` is converted in place)."""
-    from ghost_lens.models import load_model, resolve_device, to_dtype
+    from ghost_lens.model_loader import load_model, resolve_device, to_dtype
     from ghost_lens.saes.sources import load_bundle
 
     device = resolve_device(cfg.device)
@@ -68,17 +68,10 @@ def load_model_and_bundle(
         device=device,
         world_cfg=cfg.world,
     )
-    for sae in bundle.values():
+    for sae in bundle.values():  # load_bundle validated the bundle against the model; a dtype changes nothing of it
         if str(sae.dtype).removeprefix("torch.") != dtype:
             to_dtype(sae, dtype)
-    bundle.validate(model, cfg.capture.layers)
     return model, bundle
-
-
-def restrict(saes: Mapping[int, SAE], layers: Sequence[int] | None) -> dict[int, SAE]:
-    if layers is None:
-        return dict(sorted(saes.items()))
-    return {layer: saes[layer] for layer in sorted(layers)}
 
 
 def capture_trace(
@@ -94,10 +87,8 @@ def capture_trace(
     from ghost_lens.capture.capture import capture_examples
 
     cfg = cfg or CaptureConfig()
-    sae_info = describe_saes(saes)
     trace = capture_examples(
-        model, restrict(saes, cfg.layers), examples, cfg, progress=progress,
-        model_name=model_name or getattr(model.cfg, "model_name", None), sae_info=sae_info,
+        model, saes, examples, cfg, progress=progress, model_name=model_name or getattr(model.cfg, "model_name", None)
     )
     add_vocab(trace, model)
     trace.meta["example_meta"] = [example_meta(ex) for ex in examples]
@@ -108,21 +99,6 @@ def example_meta(example: Example) -> dict[str, Any]:
     """The JSON-scalar entries of an example's ``meta`` (``kind``, ``relation``...), kept in the capture so the
     evaluation can break its AUROCs down by kind."""
     return {str(k): v for k, v in (example.meta or {}).items() if v is None or isinstance(v, str | int | float | bool)}
-
-
-def describe_saes(saes: Mapping[int, SAE]) -> dict[str, Any]:
-    """What the report and ``explain`` need to know of each SAE (width, hook, Neuronpedia id, source)."""
-    info: dict[str, Any] = {"source": getattr(saes, "source", "in-memory SAEs"), "layers": {}}
-    for layer, sae in saes.items():
-        md = getattr(sae.cfg, "metadata", None)
-        info["layers"][str(layer)] = {
-            "d_sae": int(sae.cfg.d_sae),
-            "d_in": int(sae.cfg.d_in),
-            "architecture": sae.cfg.architecture() if callable(getattr(sae.cfg, "architecture", None)) else None,
-            "hook_name": getattr(md, "hook_name", None),
-            "neuronpedia_id": getattr(md, "neuronpedia_id", None),
-        }
-    return info
 
 
 def add_vocab(trace: FeatureTrace, model: HookedTransformer) -> None:

@@ -192,7 +192,7 @@ class TuneResult:
         }
 
     def save(self, path: str | Path) -> Path:
-        from ghost_lens.detect.report import clean_json
+        from ghost_lens.detect.verdicts import clean_json
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -223,7 +223,7 @@ class _Context:
 
     def __init__(self, run_dir: Path, n_bootstrap: int | None) -> None:
         from ghost_lens.capture.trace import FeatureTrace
-        from ghost_lens.run import read_run_config
+        from ghost_lens.run_folder import read_run_config
 
         self.run_dir = run_dir
         self.cfg = read_run_config(run_dir)
@@ -246,7 +246,7 @@ class _Context:
         """Each point against the run's own config (evaluated as point ``run`` when no point equals it)."""
         from ghost_lens.detect.folds import group_codes
         from ghost_lens.detect.metrics import group_bootstrap_counts
-        from ghost_lens.detect.report import Bootstrap
+        from ghost_lens.detect.verdicts import Bootstrap
 
         ref = next(r for r in results if r.same_as_run)
         y = (np.asarray(self.trace.labels) == 1).astype(np.int64)
@@ -370,7 +370,7 @@ def _optuna_points(ctx: _Context, n_trials: int, step: Any, *, storage: str | No
         res = ctx.evaluate(GridPoint(f"optuna_{trial.number:03d}", overrides, source="optuna"))
         results.append(res)
         if storage is not None:  # what other workers read back (JSON-safe: plain numbers and strings)
-            from ghost_lens.detect.report import clean_json
+            from ghost_lens.detect.verdicts import clean_json
 
             trial.set_user_attr("point", clean_json(dataclasses.asdict(res)))
             trial.set_user_attr("scores", [float(x) for x in ctx.scores[res.name]])

@@ -50,8 +50,8 @@ from ghost_lens.capture.tokenize import answer_separator, tokenize_example, trun
 from ghost_lens.capture.trace import SAE_TOTALS, FeatureTrace
 from ghost_lens.config import CaptureConfig
 from ghost_lens.data.example import Example
-from ghost_lens.errors import DatasetError, SAEError
-from ghost_lens.hooks import hook_name
+from ghost_lens.errors import DatasetError
+from ghost_lens.saes.bundle import SAEBundle, as_bundle
 
 if TYPE_CHECKING:  # importing sae_lens takes seconds; the capture needs only the objects it is given
     from sae_lens import SAE
@@ -71,12 +71,12 @@ def capture_examples(
     *,
     progress: ProgressArg = True,
     model_name: str | None = None,
-    sae_info: dict[str, Any] | None = None,
 ) -> FeatureTrace:
     """Capture the top-k SAE features (and the baselines' inputs) of every example; see the module docstring.
 
-    ``saes`` maps layer -> SAELens ``SAE`` (an ``SAEBundle`` or a plain dict); each SAE reads the hook in its
-    ``cfg.metadata.hook_name``, else ``blocks.{layer}.hook_{cfg.hook}``. The text the model reads is
+    ``saes`` maps layer -> SAELens ``SAE``: an :class:`~ghost_lens.saes.bundle.SAEBundle`, or a plain dict that is
+    wrapped into one (:func:`~ghost_lens.saes.bundle.as_bundle`: each SAE reads the hook in its
+    ``cfg.metadata.hook_name``, else ``blocks.{layer}.hook_{cfg.hook}``). The text the model reads is
     ``prompt + sep + answer`` with ``sep`` one space unless the prompt ends or the answer starts with whitespace
     (:func:`~ghost_lens.capture.tokenize.answer_separator`).
     """
@@ -99,7 +99,7 @@ def capture_examples(
         "answer_separators": [answer_separator(ex.prompt, ex.answer) for ex in examples],
     }
     return capture_tokens(
-        model, saes, sequences, spans, cfg, progress=progress, model_name=model_name, sae_info=sae_info, meta=meta
+        model, saes, sequences, spans, cfg, progress=progress, model_name=model_name, meta=meta
     )
 
 
@@ -112,7 +112,6 @@ def capture_tokens(
     *,
     progress: ProgressArg = True,
     model_name: str | None = None,
-    sae_info: dict[str, Any] | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> FeatureTrace:
     """Capture from token ids: ``sequences[i]`` (1-d, BOS included when ``cfg.prepend_bos``) with the answer at
@@ -124,7 +123,8 @@ def capture_tokens(
         raise ValueError(f"{len(sequences)} sequences but {len(answer_spans)} answer spans")
     if not sequences:
         raise DatasetError("no examples to capture")
-    layers, names = resolve_hooks(model, saes, cfg)
+    bundle = resolve_hooks(model, saes, cfg)
+    layers, names = bundle.layers, [bundle.hook_names[layer] for layer in bundle.layers]
     ids = list((meta or {}).get("ids", [str(i) for i in range(len(sequences))]))
     sequences, spans, n_truncated = _truncate_all(
         [torch.as_tensor(s).reshape(-1).long().cpu() for s in sequences], answer_spans, ids,
@@ -134,7 +134,7 @@ def capture_tokens(
     keep = [0 if cfg.positions == "all" else start - 1 for start, _ in spans]
     lengths = torch.tensor([s.numel() - lo for s, lo in zip(sequences, keep, strict=True)], dtype=torch.long)
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
-    sae_list = [saes[layer] for layer in layers]
+    sae_list = [bundle[layer] for layer in layers]
     k = min(cfg.top_k, *(sae.cfg.d_sae for sae in sae_list))
     if k < cfg.top_k:
         logger.warning("top_k=%d exceeds the narrowest SAE's width; keeping %d features per token", cfg.top_k, k)
@@ -174,7 +174,7 @@ def capture_tokens(
         "layers": layers,
         "hook_names": names,
         "model_name": model_name or model.cfg.model_name,
-        "sae_info": sae_info if sae_info is not None else describe_saes(layers, sae_list),
+        "sae_info": bundle.describe(),
         "top_k": k,
         "d_model": model.cfg.d_model,
         "n_truncated": n_truncated,
@@ -207,25 +207,13 @@ def capture_tokens(
     )
 
 
-def resolve_hooks(model: HookedTransformer, saes: Mapping[int, SAE], cfg: CaptureConfig) -> tuple[list[int], list[str]]:
-    """The tracked layers (``cfg.layers`` or every layer of ``saes``, sorted) and their hook names, checked
-    against the model (hook exists, ``d_in == d_model``); raises :class:`SAEError`."""
-    layers = sorted(saes) if cfg.layers is None else list(cfg.layers)
-    if not layers:
-        raise SAEError("no SAE layers to capture")
-    missing = [layer for layer in layers if layer not in saes]
-    if missing:
-        raise SAEError(f"no SAE for layer(s) {missing} (the SAEs cover {sorted(saes)})")
-    names = []
-    for layer in layers:
-        sae = saes[layer]
-        name = sae.cfg.metadata.hook_name or hook_name(layer, cfg.hook)
-        if name not in model.hook_dict:
-            raise SAEError(f"layer {layer}: hook {name!r} does not exist in the model")
-        if sae.cfg.d_in != model.cfg.d_model:
-            raise SAEError(f"layer {layer}: SAE d_in {sae.cfg.d_in} != model d_model {model.cfg.d_model}")
-        names.append(name)
-    return layers, names
+def resolve_hooks(model: HookedTransformer, saes: Mapping[int, SAE], cfg: CaptureConfig) -> SAEBundle:
+    """The bundle of the tracked layers (``cfg.layers`` or every layer of ``saes``), each SAE reading its
+    metadata's hook (else ``blocks.{layer}.hook_{cfg.hook}``), validated against the model by
+    :meth:`SAEBundle.validate` (hook exists, ``d_in == d_model``, one hook kind); raises :class:`SAEError`."""
+    bundle = as_bundle(saes, hook=cfg.hook).restrict(cfg.layers)
+    bundle.validate(model)
+    return bundle
 
 
 def final_logits(model: HookedTransformer, resid: Float[Tensor, "n d_model"]) -> Float[Tensor, "n d_vocab"]:
@@ -250,21 +238,6 @@ def activation_totals(feats: Float[Tensor, "n_tok d_sae"]) -> Float[Tensor, "n_t
     shares = a / l1.clamp_min(torch.finfo(torch.float32).tiny)[:, None]
     entropy = torch.special.entr(shares).sum(-1)
     return torch.stack([l1, l0, entropy], dim=-1)
-
-
-def describe_saes(layers: Sequence[int], saes: Sequence[SAE]) -> dict[str, Any]:
-    """JSON-able description of each SAE, keyed by layer: architecture, width, hook and whatever of release /
-    id / model name / Neuronpedia id its metadata knows."""
-    info: dict[str, Any] = {}
-    for layer, sae in zip(layers, saes, strict=True):
-        md = sae.cfg.metadata
-        entry: dict[str, Any] = {"architecture": sae.cfg.architecture(), "d_sae": sae.cfg.d_sae, "d_in": sae.cfg.d_in}
-        for key in ("hook_name", "model_name", "release", "sae_id", "neuronpedia_id"):
-            value = md.get(key)
-            if isinstance(value, str | int | float):
-                entry[key] = value
-        info[str(layer)] = entry
-    return info
 
 
 def _truncate_all(

@@ -1,7 +1,7 @@
 """Data-parallel capture under an existing launcher (``torchrun``): who this process is, and the few collectives.
 
 ``torchrun --nproc-per-node N $(which ghost-lens) track ...`` starts N copies of the command with ``WORLD_SIZE``,
-``RANK``, ``LOCAL_RANK`` and the rendezvous address in their environment. :func:`ghost_lens.runner.run_track` then:
+``RANK``, ``LOCAL_RANK`` and the rendezvous address in their environment. :func:`ghost_lens.track_run.run_track` then:
 
 1. Reads that environment (:meth:`DistContext.from_env`); with ``WORLD_SIZE`` unset or 1 nothing else happens (no
    process group, the one-process path).

@@ -277,7 +277,6 @@ def capture_sharded(
     dataset_hash: str | None = None,
     progress: Any = False,
     model_name: str | None = None,
-    sae_info: dict[str, Any] | None = None,
     finish: Callable[[FeatureTrace, Sequence[Example]], None] | None = None,
 ) -> CaptureShards:
     """Steps 1-5 of the module docstring into ``folder`` (created; valid shards already there are kept).
@@ -293,7 +292,8 @@ def capture_sharded(
     shards_dir = folder / CAPTURE_SHARDS_DIR
     shards_dir.mkdir(parents=True, exist_ok=True)
     (folder / CAPTURE_META).unlink(missing_ok=True)  # the index goes first: an incomplete capture has none
-    layers, _ = resolve_hooks(model, saes, cfg)
+    saes = resolve_hooks(model, saes, cfg)  # one SAEBundle, validated once, described once for every shard
+    layers = saes.layers
     plan = plan_shards(len(examples), cfg.shard_size)
     known = [torch.zeros(0, dtype=torch.int64) for _ in layers]
     entries: list[dict[str, Any]] = []
@@ -325,8 +325,7 @@ def capture_sharded(
             resumable = False  # every shard after a recaptured one is recaptured too (incremental decoders)
             if shard_dir.exists():
                 shutil.rmtree(shard_dir)
-            trace = capture_examples(model, saes, part, cfg, progress=advance, model_name=model_name,
-                                     sae_info=sae_info)
+            trace = capture_examples(model, saes, part, cfg, progress=advance, model_name=model_name)
             if finish is not None:
                 finish(trace, part)
             _drop_known(trace, known)
@@ -387,7 +386,6 @@ def capture_assigned(
     dataset_hash: str | None = None,
     progress: Any = False,
     model_name: str | None = None,
-    sae_info: dict[str, Any] | None = None,
     finish: Callable[[FeatureTrace, Sequence[Example]], None] | None = None,
 ) -> list[int]:
     """One data-parallel rank's part of a sharded capture into ``folder`` (prepared by rank 0,
@@ -400,7 +398,7 @@ def capture_assigned(
         raise DatasetError("no examples to capture")
     shards_dir = Path(folder) / CAPTURE_SHARDS_DIR
     shards_dir.mkdir(parents=True, exist_ok=True)
-    resolve_hooks(model, saes, cfg)  # a bad layer / hook fails here, before any forward pass
+    saes = resolve_hooks(model, saes, cfg)  # a bad layer / hook fails here, before any forward pass
     plan = plan_shards(len(examples), cfg.shard_size)
     mine = assigned_shards(len(plan), rank, world_size)
     advance = _batch_progress(progress, sum(-(-len(plan[i]) // cfg.batch_size) for i in mine))
@@ -416,7 +414,7 @@ def capture_assigned(
             continue
         if shard_dir.exists():
             shutil.rmtree(shard_dir)
-        trace = capture_examples(model, saes, part, cfg, progress=advance, model_name=model_name, sae_info=sae_info)
+        trace = capture_examples(model, saes, part, cfg, progress=advance, model_name=model_name)
         if finish is not None:
             finish(trace, part)
         trace.meta["shard"] = expected

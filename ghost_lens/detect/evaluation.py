@@ -19,7 +19,7 @@ Steps of :func:`evaluate`:
    resample on a randomly drawn repeat (the same resamples and draws for all, so differences are paired).
    Verdicts against the detector, controls, the ablation table, "does it add to confidence?" (stacked scorer
    against the best confidence baseline), the per-kind breakdown and the conclusion
-   (:mod:`ghost_lens.detect.report`).
+   (:mod:`ghost_lens.detect.verdicts`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from ghost_lens.config import DetectorConfig, EvalConfig
-from ghost_lens.detect import report
+from ghost_lens.detect import verdicts
 from ghost_lens.detect.baselines import BaselineInputs, Method, build_baselines, kind_one_hot
 from ghost_lens.detect.calibration import choose_threshold
 from ghost_lens.detect.detector import HallucinationDetector
@@ -373,11 +373,11 @@ def _assemble(
 ) -> EvaluationResult:
     y, folds, cfg_eval = ctx.y, ctx.folds, ctx.cfg_eval
     counts, codes = group_bootstrap_counts(ctx.g, cfg_eval.n_bootstrap, cfg_eval.seed)
-    boot = report.Bootstrap(counts, codes, cfg_eval.confidence, repeat_draws(cfg_eval.n_bootstrap, folds.shape[0],
+    boot = verdicts.Bootstrap(counts, codes, cfg_eval.confidence, repeat_draws(cfg_eval.n_bootstrap, folds.shape[0],
                                                                              cfg_eval.seed))
     common = {"n_bins": cfg_eval.n_bins, "collapse_width": cfg_eval.collapse_width}
     det_scores = oof["detector"]
-    detector = report.method_entry(det_scores, y, folds, boot, kind="detector",
+    detector = verdicts.method_entry(det_scores, y, folds, boot, kind="detector",
                                    description=methods[0].description, **common)
     thresholds = np.asarray(det_fit["threshold"][0])
     detector.update({
@@ -407,18 +407,18 @@ def _assemble(
             probe_auc[m.name] = boot.auroc(oof[m.name], y, point_only=True).value
             continue
         if m.name == "shuffled":
-            entry = report.method_entry(oof[m.name], m.labels, folds, boot, kind=m.kind,  # type: ignore[arg-type]
+            entry = verdicts.method_entry(oof[m.name], m.labels, folds, boot, kind=m.kind,  # type: ignore[arg-type]
                                         description=m.description, **common)
-            entry["verdict"] = report.chance_verdict(entry)
+            entry["verdict"] = verdicts.chance_verdict(entry)
         else:
-            entry = report.method_entry(oof[m.name], y, folds, boot, kind=m.kind, description=m.description,
+            entry = verdicts.method_entry(oof[m.name], y, folds, boot, kind=m.kind, description=m.description,
                                         detector_scores=det_scores, **common)
         entry.update(m.extra or {})
         baselines[m.name] = entry
         scores[m.name] = oof[m.name]
     if probe_auc:
         best = max(probe_auc, key=lambda k: probe_auc[k])
-        entry = report.method_entry(oof[best], y, folds, boot, kind="baseline", detector_scores=det_scores,
+        entry = verdicts.method_entry(oof[best], y, folds, boot, kind="baseline", detector_scores=det_scores,
                                     description="logistic-regression probe on the raw residual stream; best layer "
                                     "chosen on the evaluation folds (optimistic for the baseline)", **common)
         entry["layer"] = (by_name[best].extra or {})["layer"]
@@ -430,28 +430,28 @@ def _assemble(
     baselines = dict(sorted(baselines.items(), key=lambda kv: kv[1]["kind"] == "control"))
     stacked = None
     if "stacked" in by_name:
-        stacked = report.method_entry(oof["stacked"], y, folds, boot, kind="stacked",
+        stacked = verdicts.method_entry(oof["stacked"], y, folds, boot, kind="stacked",
                                       description=by_name["stacked"].description, detector_scores=det_scores,
                                       **common)
         stacked.update(by_name["stacked"].extra or {})
         scores["stacked"] = oof["stacked"]
     scores = {"detector": det_scores, **({"stacked": scores["stacked"]} if stacked else {}),
               **{k: scores[k] for k in baselines}}
-    conf = report.adds_to_confidence(scores, y, boot, [b for b in CONFIDENCE_BASELINES if b in baselines])
+    conf = verdicts.adds_to_confidence(scores, y, boot, [b for b in CONFIDENCE_BASELINES if b in baselines])
     if conf.get("available") and "stacked_kind" in by_name and "confidence_kind" in baselines:
-        conf["given_kind"] = report.adds_given_kind(oof["stacked_kind"], scores["confidence_kind"], y, boot)
-    ablation = report.ablation_table(
+        conf["given_kind"] = verdicts.adds_given_kind(oof["stacked_kind"], scores["confidence_kind"], y, boot)
+    ablation = verdicts.ablation_table(
         ctx.settings, ctx.own, {m.name.removeprefix("ablation:"): oof[m.name] for m in methods if m.kind ==
                                 "ablation"}, det_scores, y, boot, {n: ctx.groups[n].description for n in ctx.groups},
     )
-    concl = report.conclusion(detector, baselines)
+    concl = verdicts.conclusion(detector, baselines)
     warnings = list(notes)
     rng = detector["probability_range"]
     if rng["collapsed"]:
         warnings.append(f"probability collapse: 90% of the detector's probabilities lie in [{rng['p05']:.3f}, "
                         f"{rng['p95']:.3f}] (width {rng['central_width']:.3f} < {cfg_eval.collapse_width}; "
                         f"full range [{rng['min']:.3f}, {rng['max']:.3f}])")
-    if "shuffled" in baselines and baselines["shuffled"]["verdict"] != report.NEAR_CHANCE:
+    if "shuffled" in baselines and baselines["shuffled"]["verdict"] != verdicts.NEAR_CHANCE:
         warnings.append("shuffled-label control away from chance: suspect a leak in the protocol")
     for w in warnings:
         logger.warning(w)
@@ -459,10 +459,10 @@ def _assemble(
     if ctx.kind is not None:
         shown = ["detector", *(["stacked"] if stacked else []),
                  *dict.fromkeys(b for b in (concl["best_baseline"], conf.get("best_confidence_baseline")) if b)]
-        by_kind = report.kind_breakdown(ctx.kind, {k: scores[k] for k in shown}, y, ctx.g, boot)
+        by_kind = verdicts.kind_breakdown(ctx.kind, {k: scores[k] for k in shown}, y, ctx.g, boot)
     fold_sizes = np.bincount(folds[0]).tolist()
     metrics = {
-        "schema_version": report.SCHEMA_VERSION,
+        "schema_version": verdicts.SCHEMA_VERSION,
         "dataset": {"n_examples": int(y.size), "n_groups": int(np.unique(ctx.g).size), "n_positive": int(y.sum()),
                     "positive_rate": float(y.mean())},
         "protocol": {

@@ -33,7 +33,7 @@ from ghost_lens.errors import ConfigError
 if TYPE_CHECKING:
     from ghost_lens.capture.trace import FeatureTrace
     from ghost_lens.config import RunConfig
-    from ghost_lens.tracking.run import TrackingResult
+    from ghost_lens.tracking.result import TrackingResult
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def build_feature_groups(
 def tracks_group(trace: FeatureTrace, tracking: TrackingResult | None, cfg: RunConfig) -> FeatureGroup:
     """Group 1: the tracker's metrics as configured (tracked here when ``tracking`` is ``None``)."""
     if tracking is None:
-        from ghost_lens.tracking.run import track_trace
+        from ghost_lens.tracking.result import track_trace
 
         tracking = track_trace(trace, cfg.tracker, progress=False, keep_graphs=False)
     if tracking.n_examples != trace.n_examples:
@@ -176,7 +176,7 @@ def token_stats(vals: np.ndarray, totals: np.ndarray | None) -> np.ndarray:
 
 def position_tracks_group(trace: FeatureTrace, cfg: RunConfig) -> FeatureGroup:
     """Group 3: the tracker once per decision position, with raw-mass columns beside the normalised metrics."""
-    from ghost_lens.tracking.run import track_trace
+    from ghost_lens.tracking.result import track_trace
 
     blocks, names = [], []
     norm = cfg.tracker.position_normalization

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 
 from ghost_lens.constants import DETECTION_METRICS, PREDICTIONS, RELIABILITY_PLOT, ROC_PLOT
-from ghost_lens.detect.plots import plot_reliability, plot_roc
-from ghost_lens.detect.report import clean_json
+from ghost_lens.detect.score_plots import plot_reliability, plot_roc
+from ghost_lens.detect.verdicts import clean_json
 
 logger = logging.getLogger(__name__)
 

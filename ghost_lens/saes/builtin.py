@@ -168,7 +168,7 @@ def get_builtin_bundle(
             logger.info("another process built the %s SAE bundle; using it", release)
             return final / SAES_DIR
         if model is None:
-            from ghost_lens.models import load_model
+            from ghost_lens.model_loader import load_model
 
             model = load_model(spec.model)
         with atomic_dir(final) as tmp:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ghost_lens.errors import SAEError
-from ghost_lens.hooks import parse_hook_name
+from ghost_lens.hooks import hook_name, parse_hook_name
 
 if TYPE_CHECKING:
     from sae_lens import SAE
@@ -68,6 +68,7 @@ class SAEBundle(Mapping[int, "SAE"]):
             names[layer] = name
         self.hook_names: dict[int, str] = names
         self.sae_ids: dict[int, str] = {int(k): v for k, v in (sae_ids or {}).items()}
+        self._description: dict[str, Any] | None = None
 
     # Mapping protocol
     def __getitem__(self, layer: int) -> SAE:
@@ -131,8 +132,32 @@ class SAEBundle(Mapping[int, "SAE"]):
             sae.to(device)
         return self
 
+    def restrict(self, layers: Sequence[int] | None) -> SAEBundle:
+        """The bundle of ``layers`` only (all of them for ``None``: ``self``); an uncovered layer is an
+        :class:`SAEError` naming it."""
+        if layers is None or sorted(set(layers)) == self.layers:
+            return self
+        missing = sorted(set(layers) - set(self._saes))
+        if missing:
+            raise SAEError(
+                f"layers {_fmt_layers(missing)} are not covered by {self.source} (it covers {_fmt_layers(self.layers)})"
+            )
+        keep = sorted(set(layers))
+        return SAEBundle(
+            {layer: self._saes[layer] for layer in keep}, self.source,
+            hook_names={layer: self.hook_names[layer] for layer in keep},
+            sae_ids={layer: self.sae_ids[layer] for layer in keep if layer in self.sae_ids},
+            release=self.release, folder=self.folder,
+        )
+
     def describe(self) -> dict[str, Any]:
-        """Source plus, per layer, hook, id, width, architecture and Neuronpedia id (JSON-ready)."""
+        """Source plus, per layer, hook, id, width, architecture and Neuronpedia id (JSON-ready; computed once:
+        the capture stores it in every shard)."""
+        if self._description is None:
+            self._description = self._describe()
+        return self._description
+
+    def _describe(self) -> dict[str, Any]:
         layers: dict[str, Any] = {}
         for layer, sae in self._saes.items():
             arch = getattr(sae.cfg, "architecture", None)
@@ -178,9 +203,14 @@ class SAEBundle(Mapping[int, "SAE"]):
             parts = "; ".join(f"{kind} at layers {_fmt_layers(ls)}" for kind, ls in sorted(kinds.items()))
             raise SAEError(f"the SAEs of {self.source} read different kinds of hook ({parts}): pick one kind")
         if layers is not None:
-            missing = sorted(set(layers) - set(self._saes))
-            if missing:
-                raise SAEError(
-                    f"layers {_fmt_layers(missing)} are not covered by {self.source} "
-                    f"(it covers {_fmt_layers(self.layers)})"
-                )
+            self.restrict(layers)  # names the uncovered layers
+
+
+def as_bundle(saes: Mapping[int, SAE], hook: str = "resid_post", source: str = "in-memory SAEs") -> SAEBundle:
+    """``saes`` itself when it is already an :class:`SAEBundle`; otherwise a bundle wrapping the plain
+    ``layer -> SAE`` mapping, an SAE whose metadata names no hook reading ``blocks.{layer}.hook_{hook}``. Every
+    stage that takes SAEs goes through this, so one class describes and validates them."""
+    if isinstance(saes, SAEBundle):
+        return saes
+    names = {int(layer): sae_hook_name(sae) or hook_name(int(layer), hook) for layer, sae in saes.items()}
+    return SAEBundle(saes, source, hook_names=names)

@@ -1,7 +1,7 @@
 """SAETrainingConfig: every setting of SAE training in one dataclass, mirrored one-to-one by YAML.
 
 1. :class:`SAETrainingConfig` holds what :func:`ghost_lens.saes.training.train_saes` (one SAE per layer, SAELens's
-   ``MultiSAETrainingRunner``) and :func:`ghost_lens.saes.train.train_sae` (one SAE on one hook) need besides the
+   ``MultiSAETrainingRunner``) and :func:`ghost_lens.saes.runners.train_sae` (one SAE on one hook) need besides the
    model and the tokens; ``__post_init__`` validates only (a bad value is one :class:`~ghost_lens.errors.ConfigError`
    line naming the key and its ``ghost-lens train-saes`` flag), :meth:`~SAETrainingConfig.resolved_layers` checks the
    layers against a model and picks every layer when none are named.
@@ -73,7 +73,7 @@ class SAETrainingConfig:
     skip_first: bool = True
     """Leave each row's first position (BOS, an attention sink with an outsized norm) out of training (SAELens
     ``seqpos_slice=(1, None)``) and out of the quality measures (SAEs trained together; the one-SAE
-    :func:`~ghost_lens.saes.train.train_sae` trains on every position)."""
+    :func:`~ghost_lens.saes.runners.train_sae` trains on every position)."""
     ce_sequences: int | None = 32
     """Held-out rows the CE loss recovered is measured on (``None``: all, ``0``: not measured)."""
     exclude_token_ids: list[int] | None = None

@@ -4,7 +4,7 @@
    value is one :class:`~ghost_lens.errors.ConfigError` line); the layers (every layer when it names none), the
    tokens and the output folder are checked before anything is written.
 2. Split the token sequences: the last ``held_out_fraction`` (at least one sequence) is kept out of training.
-3. :func:`ghost_lens.saes.train.train_saes_multi` trains all layers' SAEs on ``blocks.{L}.hook_{hook}`` together
+3. :func:`ghost_lens.saes.runners.train_saes_multi` trains all layers' SAEs on ``blocks.{L}.hook_{hook}`` together
    with SAELens's ``MultiSAETrainingRunner``: one model forward per batch whatever the number of layers.
 4. Each SAE is saved with ``sae.save_model`` (SAELens's ``cfg.json`` + weights) beside a ``quality.json`` measured on
    the held-out sequences (:mod:`ghost_lens.saes.quality`: FVU, L0, dead features, CE loss recovered), all in a
@@ -117,7 +117,7 @@ def train_saes(
         model_name: the model name the SAEs' metadata records (default: the model's own).
         extra_quality: more keys for every ``quality.json`` (e.g. how the training text was made).
     """
-    from ghost_lens.saes.train import train_saes_multi
+    from ghost_lens.saes.runners import train_saes_multi
 
     cfg = cfg or SAETrainingConfig()
     _check_tokens(tokens, held_out)
@@ -181,7 +181,7 @@ def train_saes_on_dataset(
     ``.jsonl`` with a ``text`` field, a dataset folder or a hub name) cut into rows of ``cfg.context_size`` tokens
     (:func:`~ghost_lens.saes.datasets.tokenize_corpus`), and :func:`train_saes` with ``cfg``.
     """
-    from ghost_lens.models import load_model
+    from ghost_lens.model_loader import load_model
     from ghost_lens.saes.datasets import tokenize_corpus
 
     cfg = cfg or SAETrainingConfig()

@@ -39,6 +39,7 @@ from ghost_lens.toy.model import (
     greedy_accuracy,
     isolated_rng,
     model_config,
+    save_weights,
     train_model,
 )
 from ghost_lens.toy.tokenizer import BOS, PAD, build_tokenizer
@@ -102,7 +103,7 @@ def build_world(cfg: WorldConfig, out: Path, progress: bool = True) -> dict[str,
 
 def world_fingerprint(folder: Path, model: Any) -> dict[str, Any]:
     """SHA-256 (16 hex digits) of every artefact of a built world: the model's weights (tensor bytes, not the
-    pickle-framed ``model.pt``) and the bytes of every other file but ``info.json``; ``all`` hashes them together."""
+    file ``model.safetensors``) and the bytes of every other file but ``info.json``; ``all`` hashes them together."""
     parts: dict[str, str] = {}
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
@@ -119,7 +120,7 @@ def world_fingerprint(folder: Path, model: Any) -> dict[str, Any]:
 
 def _build(cfg: WorldConfig, out: Path, progress: bool) -> dict[str, Any]:
     from ghost_lens.saes.config import SAETrainingConfig
-    from ghost_lens.saes.train import train_sae
+    from ghost_lens.saes.runners import train_sae
 
     t_start, times = time.perf_counter(), {}
     with _bars(progress) as bars:
@@ -144,7 +145,7 @@ def _build(cfg: WorldConfig, out: Path, progress: bool) -> dict[str, Any]:
 
         history = train_model(model, prompts, answers, cfg, progress=on_eval)
         bars.update(task, total=history["steps"], completed=history["steps"])
-        torch.save(model.state_dict(), out / w.MODEL_FILE)
+        save_weights(model, out / w.MODEL_FILE)
         (out / w.MODEL_CFG_FILE).write_text(json.dumps(config_to_dict(model.cfg), indent=1))
         times["model_s"] = time.perf_counter() - t0
 

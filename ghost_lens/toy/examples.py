@@ -73,5 +73,5 @@ def save_examples(examples: list[Example], path: str | Path) -> None:
     Path(path).write_text("\n".join(lines) + "\n")
 
 
-def load_examples(path: str | Path) -> list[Example]:
+def read_examples(path: str | Path) -> list[Example]:
     return [Example(**json.loads(line)) for line in Path(path).read_text().splitlines() if line.strip()]

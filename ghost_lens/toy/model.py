@@ -18,6 +18,7 @@ import math
 import random
 import warnings
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -160,3 +161,17 @@ def train_model(
     if acc < cfg.target_accuracy:
         logger.warning("toy model reached only %.1f%% training accuracy in %d steps", 100 * acc, step)
     return {"steps": step, "final_loss": loss_val, "train_accuracy": acc}
+
+
+def save_weights(model: HookedTransformer, path: str | Path) -> None:
+    """The model's weights as safetensors (no pickle; tensors shared in the state dict are stored once)."""
+    from safetensors.torch import save_model
+
+    save_model(model, str(path))
+
+
+def load_weights(model: HookedTransformer, path: str | Path) -> None:
+    """Load :func:`save_weights`'s file into ``model`` (strict: every tensor must match)."""
+    from safetensors.torch import load_model
+
+    load_model(model, str(path), strict=True, device="cpu")

@@ -6,7 +6,7 @@ Addressable like a hub model: model ``toy-facts``, SAE release ``toy-facts-res``
 ==================================  =======================================================================
 kb.json                             the knowledge base (:class:`~ghost_lens.toy.kb.KnowledgeBase`)
 tokenizer/                          the word-level tokenizer (Hugging Face files)
-model.pt, model_cfg.json            the HookedTransformer's state dict and config
+model.safetensors, model_cfg.json   the HookedTransformer's weights (safetensors, no pickle) and config
 saes/blocks.{L}.hook_resid_post/    one SAELens SAE per layer (``sae.save_model``)
 examples_{generation,statement}.jsonl  labelled examples (:mod:`ghost_lens.toy.examples`)
 info.json                           accuracies, hallucination rates, counts, SAE quality, build time, config
@@ -30,8 +30,6 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
-
 from ghost_lens.config import WorldConfig, to_dict
 from ghost_lens.constants import CACHE_ENV
 from ghost_lens.data.example import Example
@@ -42,9 +40,9 @@ logger = logging.getLogger(__name__)
 
 MODEL_NAME = "toy-facts"
 SAE_RELEASE = "toy-facts-res"
-WORLD_FORMAT = 1
+WORLD_FORMAT = 2
 """Bumped whenever the build changes what a given WorldConfig produces (it is part of the cache hash)."""
-KB_FILE, TOKENIZER_DIR, MODEL_FILE, MODEL_CFG_FILE = "kb.json", "tokenizer", "model.pt", "model_cfg.json"
+KB_FILE, TOKENIZER_DIR, MODEL_FILE, MODEL_CFG_FILE = "kb.json", "tokenizer", "model.safetensors", "model_cfg.json"
 SAES_DIR, INFO_FILE = "saes", "info.json"
 EXAMPLE_FILES = {"generation": "examples_generation.jsonl", "statement": "examples_statement.jsonl"}
 
@@ -89,12 +87,12 @@ class ToyWorld:
     @functools.cached_property
     def model(self) -> Any:
         """The HookedTransformer in eval mode, with the world's tokenizer attached."""
-        from ghost_lens.toy.model import build_model
+        from ghost_lens.toy.model import build_model, load_weights
         from ghost_lens.toy.tokenizer import load_tokenizer
 
         cfg = json.loads((self.path / MODEL_CFG_FILE).read_text())
         model = build_model(cfg, load_tokenizer(self.path / TOKENIZER_DIR))
-        model.load_state_dict(torch.load(self.path / MODEL_FILE, map_location="cpu", weights_only=True))
+        load_weights(model, self.path / MODEL_FILE)
         return model.eval()
 
     @functools.cached_property
@@ -119,11 +117,11 @@ class ToyWorld:
         return out
 
     def examples(self, mode: Literal["generation", "statement"] = "generation") -> list[Example]:
-        from ghost_lens.toy.examples import load_examples
+        from ghost_lens.toy.examples import read_examples
 
         if mode not in EXAMPLE_FILES:
             raise DatasetError(f"toy-facts examples come in modes generation and statement, not {mode!r}")
-        return load_examples(self.path / EXAMPLE_FILES[mode])
+        return read_examples(self.path / EXAMPLE_FILES[mode])
 
     def info(self) -> dict[str, Any]:
         return json.loads((self.path / INFO_FILE).read_text())

@@ -20,7 +20,7 @@ from ghost_lens.config import to_dict
 from ghost_lens.constants import TRACKING_SUMMARY
 
 if TYPE_CHECKING:
-    from ghost_lens.tracking.run import TrackingResult
+    from ghost_lens.tracking.result import TrackingResult
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def _hist(x: np.ndarray, bins: int = 10) -> dict[str, list[float]]:
 
 
 def tracking_summary(result: TrackingResult) -> dict[str, Any]:
-    """Summary of a :class:`~ghost_lens.tracking.run.TrackingResult`; logs the hints as warnings."""
+    """Summary of a :class:`~ghost_lens.tracking.result.TrackingResult`; logs the hints as warnings."""
     col = result.column
     n_tracks = col("n_tracks")
     total_tracks = float(n_tracks.sum())

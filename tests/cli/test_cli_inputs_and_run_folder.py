@@ -12,7 +12,7 @@ import pytest
 from ghost_lens import constants as C
 from ghost_lens.config import RunConfig, save_config
 from ghost_lens.io import exclusive_lock
-from ghost_lens.run import RUN_LOCK
+from ghost_lens.run_folder import RUN_LOCK
 from tests.cli.helpers_cli import RUN_SETS, assert_one_line_error, generic_rows, invoke, write_csv
 
 FAST_SETS = [*RUN_SETS, "--set", "eval.n_repeats=1", "--set", "eval.baselines=[logprob,random_decoder]",

@@ -24,7 +24,7 @@ from typing import Any
 POINTS = {
     "capture": ("ghost_lens.capture.trace", "atomic_save_file"),
     "shard": ("ghost_lens.capture.shards", "write_shard"),
-    "tracking": ("ghost_lens.runner", "save_graphs"),
+    "tracking": ("ghost_lens.track_run", "save_graphs"),
     "evaluation": ("ghost_lens.pipeline", "evaluate"),
 }
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from ghost_lens import constants as C
-from ghost_lens.run import RUN_LOCK
+from ghost_lens.run_folder import RUN_LOCK
 from tests.cli.helpers_cli import TINY_SETS, invoke
 
 pytestmark = pytest.mark.fault

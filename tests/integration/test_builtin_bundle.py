@@ -67,7 +67,7 @@ def test_corpus_prompts_are_varied_and_stay_off_the_benchmark():
 
 
 def test_bundle_built_once_cached_and_loadable(offline_hub, tiny_spec, tmp_path, monkeypatch):
-    from ghost_lens.models import load_model
+    from ghost_lens.model_loader import load_model
 
     model = load_model("gpt2")
     folder = builtin.get_builtin_bundle(tiny_spec.release, model, cache_dir=tmp_path, progress=False)
@@ -97,12 +97,12 @@ def test_bundle_built_once_cached_and_loadable(offline_hub, tiny_spec, tmp_path,
 
 
 def test_interrupted_build_leaves_nothing(offline_hub, tiny_spec, tmp_path, monkeypatch):
-    from ghost_lens.models import load_model
+    from ghost_lens.model_loader import load_model
 
     def interrupted(*args, **kwargs):  # Ctrl-C in the middle of SAE training
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("ghost_lens.saes.train.train_saes_multi", interrupted)
+    monkeypatch.setattr("ghost_lens.saes.runners.train_saes_multi", interrupted)
     with pytest.raises(KeyboardInterrupt):
         builtin.get_builtin_bundle(tiny_spec.release, load_model("gpt2"), cache_dir=tmp_path, progress=False)
     assert not builtin.is_built(builtin.bundle_path(tiny_spec, tmp_path))
@@ -111,7 +111,7 @@ def test_interrupted_build_leaves_nothing(offline_hub, tiny_spec, tmp_path, monk
 
 
 def test_wrong_model_for_a_bundle_is_one_line(offline_hub, tiny_spec, tmp_path):
-    from ghost_lens.models import load_model
+    from ghost_lens.model_loader import load_model
 
     other = dataclasses.replace(tiny_spec, d_model=64)
     with pytest.raises(SAEError, match="is built for gpt2 .*d_model 64.*d_model 32"):

@@ -69,7 +69,8 @@ def test_shapes_and_meta(setup):
     assert m["groups"] == [e.group for e in examples] and m["answers"] == [e.answer for e in examples]
     assert m["layers"] == [0, 1, 2] and m["hook_names"] == [f"blocks.{i}.hook_resid_post" for i in range(3)]
     assert m["top_k"] == k and m["d_model"] == d and m["n_truncated"] == 0 and m["dtype"] == "float32"
-    assert m["sae_info"]["1"]["architecture"] == "topk" and m["sae_info"]["0"]["d_sae"] == 48
+    info = m["sae_info"]["layers"]
+    assert info["1"]["architecture"] == "topk" and info["0"]["d_sae"] == 48 and m["sae_info"]["source"] == "in-memory SAEs"
     assert isinstance(m["ghost_lens_version"], str) and m["capture_config"]["top_k"] == k
 
 
@@ -214,15 +215,18 @@ def test_layer_subset_default_hook_and_errors(setup):
     model, saes, examples, _ = setup
     pre = build_sae(model.cfg.d_model, 48, 2, seed=7)
     pre.cfg.metadata.hook_name = None  # no hook in the metadata: blocks.{layer}.hook_{cfg.hook}
-    cfg = replace(CFG, layers=[2, 0], hook="resid_pre")
+    cfg = replace(CFG, layers=[2, 0], hook="resid_post")
     with Progress(disable=True) as bar:
         trace = capture_examples(model, {0: saes[0], 2: pre}, examples[:3], cfg, progress=bar)
         assert bar.tasks[0].completed == bar.tasks[0].total == 1
-    assert trace.layers == [2, 0] and trace.meta["hook_names"] == ["blocks.2.hook_resid_pre", "blocks.0.hook_resid_post"]
+    # layers come out ascending (the bundle's order); the SAE without a hook reads blocks.2.hook_{cfg.hook}
+    assert trace.layers == [0, 2] and trace.meta["hook_names"] == ["blocks.0.hook_resid_post", "blocks.2.hook_resid_post"]
     with torch.no_grad():
         _, cache = model.run_with_cache(trace.tokens[trace.example_slice(0)][None])
-    ref = torch.topk(pre.encode(cache["blocks.2.hook_resid_pre"][0]), CFG.top_k).values
-    torch.testing.assert_close(trace.feat_val[0, trace.example_slice(0)], ref, atol=1e-5, rtol=1e-5)
+    ref = torch.topk(pre.encode(cache["blocks.2.hook_resid_post"][0]), CFG.top_k).values
+    torch.testing.assert_close(trace.feat_val[1, trace.example_slice(0)], ref, atol=1e-5, rtol=1e-5)
+    with pytest.raises(SAEError, match="different kinds of hook"):  # tracks compare like with like
+        capture_examples(model, {0: saes[0], 2: pre}, examples[:3], replace(cfg, hook="resid_pre"), progress=False)
     with pytest.raises(SAEError, match="layer"):
         capture_examples(model, saes, examples, replace(CFG, layers=[0, 5]), progress=False)
     wide = build_sae(model.cfg.d_model + 8, 16, 0)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ghost_lens.generate import _cut, generate
-from ghost_lens.models import load_model
+from ghost_lens.model_loader import load_model
 from tests.helpers_hub import save_tiny_gpt2
 from tests.helpers_models import save_tiny_llama
 

@@ -44,7 +44,7 @@ def one_line_error(excinfo: pytest.ExceptionInfo) -> str:
 def test_registry_release_through_offline_cache(offline_hub):
     from sae_lens import SAE
 
-    from ghost_lens.models import load_model
+    from ghost_lens.model_loader import load_model
 
     gpt2 = load_model("gpt2")
     bundle = load_bundle(gpt2, release="gpt2-small-res-jb")
@@ -71,7 +71,7 @@ def test_registry_release_through_offline_cache(offline_hub):
 
 
 def test_registry_release_missing_from_cache(offline_hub):
-    from ghost_lens.models import load_model
+    from ghost_lens.model_loader import load_model
 
     with pytest.raises(SAEError, match="could not load SAE 'blocks.0.hook_resid_post'") as info:
         load_bundle(load_model("gpt2"), release="gpt2-small-resid-post-v5-32k")
@@ -79,7 +79,7 @@ def test_registry_release_missing_from_cache(offline_hub):
 
 
 def test_hugging_face_repo_id(offline_hub):
-    from ghost_lens.models import load_model
+    from ghost_lens.model_loader import load_model
 
     gpt2 = load_model("gpt2")
     bundle = load_bundle(gpt2, release=offline_hub["repo"])
@@ -161,7 +161,7 @@ def test_toy_facts_release(monkeypatch, tmp_path):
     from ghost_lens.config import WorldConfig
     from ghost_lens.constants import CACHE_ENV
     from ghost_lens.errors import ModelError
-    from ghost_lens.models import check_coverage, load_model
+    from ghost_lens.model_loader import check_coverage, load_model
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     cfg = WorldConfig(

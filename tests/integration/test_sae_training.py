@@ -28,7 +28,7 @@ DOCS = [
 
 @pytest.fixture
 def gpt2(offline_hub):
-    from ghost_lens.models import load_model
+    from ghost_lens.model_loader import load_model
 
     return load_model("gpt2")
 
@@ -151,7 +151,7 @@ def _forward_counter(model):
 
 @pytest.mark.parametrize("n_layers", [1, 4])
 def test_multi_runner_one_forward_per_batch_whatever_the_layers(n_layers):
-    from ghost_lens.saes.train import train_sae, train_saes_multi
+    from ghost_lens.saes.runners import train_sae, train_saes_multi
 
     model = tiny_model(n_layers=4, d_model=16, model_name="tiny4")
     # 2000 rows: the runner draws 256-row batches (4096 tokens per forward), all distinct within one epoch

@@ -18,7 +18,7 @@ def world(tmp_path_factory):
 def test_world_contents(world):
     cfg = tiny_world_cfg()
     names = {p.name for p in world.path.iterdir()}
-    assert {"kb.json", "tokenizer", "model.pt", "model_cfg.json", "saes", "examples_generation.jsonl",
+    assert {"kb.json", "tokenizer", "model.safetensors", "model_cfg.json", "saes", "examples_generation.jsonl",
             "examples_statement.jsonl", "info.json"} <= names
     assert world.path.name == world_hash(cfg) and world.path.parent.name == MODEL_NAME
     # no temp folders left; the builders' lock file stays (removing it would race with a waiting builder)
@@ -98,7 +98,7 @@ def test_cache_location(monkeypatch, tmp_path):
 @pytest.mark.parametrize("architecture", ["topk", "standard", "jumprelu"])
 def test_train_sae_through_the_runner(world, architecture):
     from ghost_lens.saes.config import SAETrainingConfig
-    from ghost_lens.saes.train import train_sae
+    from ghost_lens.saes.runners import train_sae
 
     model = world.model
     tokens = model.to_tokens([e.prompt for e in world.examples("statement")], padding_side="right")

@@ -57,13 +57,13 @@ def test_world_build_is_bit_identical_whatever_the_callers_state(tmp_path):
     assert not torch.are_deterministic_algorithms_enabled()  # the build's setting does not leak out
     assert info_a["fingerprint"] == info_b["fingerprint"]
     assert info_a["fingerprint_parts"] == info_b["fingerprint_parts"]
-    assert {"model.pt", "kb.json", "examples_generation.jsonl", "examples_statement.jsonl"} <= info_a[
+    assert {"model.safetensors", "kb.json", "examples_generation.jsonl", "examples_statement.jsonl"} <= info_a[
         "fingerprint_parts"].keys()
     # the fingerprint is what it claims: the weights and the files themselves agree
-    model_a = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
-    model_b = torch.load(tmp_path / "b" / "model.pt", weights_only=True)
+    model_a = load_file(tmp_path / "a" / "model.safetensors")
+    model_b = load_file(tmp_path / "b" / "model.safetensors")
     assert model_a.keys() == model_b.keys() and all(torch.equal(model_a[k], model_b[k]) for k in model_a)
-    saes = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.safetensors"))
+    saes = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a" / "saes").rglob("*.safetensors"))
     assert len(saes) == cfg.n_layers
     for rel in saes:
         wa, wb = load_file(str(tmp_path / "a" / rel)), load_file(str(tmp_path / "b" / rel))

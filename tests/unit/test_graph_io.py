@@ -10,7 +10,7 @@ import pytest
 from ghost_lens import constants as C
 from ghost_lens.config import TrackerConfig
 from ghost_lens.errors import RunFolderError
-from ghost_lens.runner import save_graphs
+from ghost_lens.track_run import save_graphs
 from ghost_lens.tracking import Node, TrackGraph, track_trace
 from ghost_lens.tracking.graph_io import graphs_path, load_graphs, read_graphs, write_graphs
 from tests.helpers_trace import random_trace

@@ -1,4 +1,4 @@
-"""The run folder's rules (ghost_lens.run): the capture's own key, torn manifests, old formats, the folder lock."""
+"""The run folder's rules (ghost_lens.run_folder): the capture's own key, torn manifests, old formats, the folder lock."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from ghost_lens import constants as C
 from ghost_lens.config import RunConfig, load_config
 from ghost_lens.errors import BusyError, RunFolderError
-from ghost_lens.run import RUN_FORMAT, capture_key, capture_key_parts, open_run_folder
+from ghost_lens.run_folder import RUN_FORMAT, capture_key, capture_key_parts, open_run_folder
 
 
 @pytest.fixture(autouse=True)
@@ -149,7 +149,7 @@ def test_a_folder_may_be_rerun_on_another_device_but_not_another_dtype():
     import dataclasses
 
     from ghost_lens.config import RunConfig
-    from ghost_lens.run import config_diff
+    from ghost_lens.run_folder import config_diff
 
     cfg = RunConfig()
     assert config_diff(cfg, dataclasses.replace(cfg, device="auto")) == []

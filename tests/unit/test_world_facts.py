@@ -19,7 +19,7 @@ from ghost_lens.data.world_facts import (
     statement_examples,
 )
 from ghost_lens.errors import DatasetError
-from ghost_lens.report import dataset_paragraph
+from ghost_lens.run_report import dataset_paragraph
 from tests.helpers import tiny_model
 from tests.helpers_hub import tiny_tokenizer
 

@@ -61,7 +61,7 @@ def test_leftovers_of_a_killed_build_are_removed_by_the_next_one(tmp_path, monke
     final.parent.mkdir(parents=True)
     killed = final.parent / f".{final.name}.tmp-999999-0123abcd"  # a build that was SIGKILLed
     killed.mkdir()
-    (killed / "model.pt").write_bytes(b"partial")
+    (killed / "model.safetensors").write_bytes(b"partial")
     legacy = final.parent / f".{final.name}-building-xyz"  # the same, from an earlier version
     legacy.mkdir()
     monkeypatch.setattr(ghost_lens.toy.build, "build_world", FakeBuild())

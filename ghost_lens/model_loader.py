@@ -2,7 +2,7 @@
 
 ``load_model("toy-facts")`` builds (or reads from the cache) the toy world and returns its model;
 ``load_model("smollm2-135m")``, ``load_model("path/to/model.gguf")`` and ``load_model("path/to/hf-folder")``
-convert a local checkpoint (:mod:`ghost_lens.local_models`); ``load_model("gpt2-medium")`` runs TransformerLens's
+convert a local checkpoint (:mod:`ghost_lens.local_checkpoints`); ``load_model("gpt2-medium")`` runs TransformerLens's
 own ``HookedTransformer.from_pretrained``, which reads the Hugging Face hub or, offline (``HF_HUB_OFFLINE=1``), its
 local cache. An unknown name is a one-line :class:`~ghost_lens.errors.ModelError` that suggests close names.
 
@@ -103,7 +103,7 @@ def resolve_model_name(name: str) -> str:
         return lfp.get_official_model_name(name)
     except ValueError:
         pass
-    from ghost_lens.local_models import SMOLLM2_NAME
+    from ghost_lens.local_checkpoints import SMOLLM2_NAME
 
     candidates = [TOY_MODEL, SMOLLM2_NAME, *official_model_names()]
     lowered = {c.lower(): c for c in candidates}
@@ -150,7 +150,7 @@ def load_model(
             model = model.to(torch_dtype)
             model.cfg.dtype = torch_dtype
         return linear_friendly_layout(model)
-    from ghost_lens.local_models import load_local_model, local_source
+    from ghost_lens.local_checkpoints import load_local_model, local_source
 
     if local_source(name) is not None:
         return linear_friendly_layout(

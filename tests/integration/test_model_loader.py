@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from ghost_lens.errors import ModelError
-from ghost_lens.models import check_coverage, load_model, resolve_model_name, tokenizer_coverage
+from ghost_lens.model_loader import check_coverage, load_model, resolve_model_name, tokenizer_coverage
 
 
 def test_gpt2_from_offline_cache_matches_hf(offline_hub):
@@ -72,7 +72,7 @@ def test_coverage_of_a_word_level_vocabulary(tmp_path, caplog):
     model = word_level_model(tmp_path)
     assert tokenizer_coverage(model, ["alba lives in mora", "the city"]) == 0.0
     assert tokenizer_coverage(model, ["alba lives in paris"]) == pytest.approx(0.25)
-    with caplog.at_level(logging.WARNING, logger="ghost_lens.models"):
+    with caplog.at_level(logging.WARNING, logger="ghost_lens.model_loader"):
         share = check_coverage(model, ["alba lives in mora the city mora alba lives london"], warn_above=0.05)
     assert share == pytest.approx(0.1)
     assert any("10.0%" in r.getMessage() for r in caplog.records)

@@ -27,7 +27,7 @@ from typing import Any
 
 from ghost_lens import constants as C
 from ghost_lens.config import RunConfig
-from ghost_lens.run import RunFolder, capture_key, dataset_hash, open_run_folder
+from ghost_lens.run_folder import RunFolder, capture_key, dataset_hash, open_run_folder
 
 logger = logging.getLogger(__name__)
 
@@ -83,13 +83,13 @@ def _progress_callback(prog: Any, description: str):
 def run_track(cfg: RunConfig, out: str | Path, *, force: bool = False, progress: bool = True,
               argv: list[str] | None = None) -> TrackRun | None:
     """Every stage of ``cfg`` into the run folder ``out``, holding the folder's lock throughout
-    (:func:`ghost_lens.run.open_run_folder` says when a folder may be used and when its capture is reused).
+    (:func:`ghost_lens.run_folder.open_run_folder` says when a folder may be used and when its capture is reused).
 
     ``cfg.device`` is resolved first (``auto``; ``cuda`` where torch has none is a one-line error). Under torchrun
     (``WORLD_SIZE > 1``) only rank 0 opens the folder and returns the run; the other ranks capture their shards and
     return ``None`` (:mod:`ghost_lens.capture.distributed`)."""
     from ghost_lens.capture.distributed import DistContext, error_text
-    from ghost_lens.models import resolve_device
+    from ghost_lens.model_loader import resolve_device
 
     ctx = DistContext.from_env()
     device = resolve_device(cfg.device, ctx.local_rank_or_none)
@@ -119,7 +119,7 @@ def _load_data(cfg: RunConfig, device: str, prog: Any, folder: RunFolder | None)
     stage = (lambda name: _stage(folder, name)) if folder is not None else (lambda name: _no_stage())
     model = None
     if dataset_uses_model(cfg.dataset):
-        from ghost_lens.models import load_model
+        from ghost_lens.model_loader import load_model
 
         with stage("load_model"):
             model = load_model(cfg.model, device=device, world_cfg=cfg.world)
@@ -158,7 +158,7 @@ def _run_stages(folder: RunFolder, cfg: RunConfig, progress: bool, ctx: Any, dev
             if source is None:
                 with _stage(folder, "load_model_and_saes"):
                     model, bundle = load_model_and_bundle(load_cfg, progress=progress, model=model)
-                    from ghost_lens.models import check_coverage
+                    from ghost_lens.model_loader import check_coverage
 
                     check_coverage(model, [f"{e.prompt} {e.answer}" for e in examples])
                 if ctx.parallel:
@@ -196,7 +196,7 @@ def _run_stages(folder: RunFolder, cfg: RunConfig, progress: bool, ctx: Any, dev
             evaluation.save(folder.path)
             _save_final_detector(folder.path, tracking, trace, cfg)
     run = TrackRun(folder, trace, tracking, evaluation)
-    from ghost_lens.report import write_report
+    from ghost_lens.run_report import write_report
 
     with _stage(folder, "report"):
         write_report(run)
@@ -285,13 +285,11 @@ def _capture_assigned(ctx: Any, out: Path, cfg: RunConfig, model: Any, bundle: A
                       key: str, prog: Any) -> list[int]:
     """This rank's shards (``i % world_size == rank``) into ``out/capture.partial/``, with full decoder tables."""
     from ghost_lens.capture.shards import capture_assigned
-    from ghost_lens.pipeline import describe_saes, restrict
-
     ccfg = _capture_cfg(cfg)
-    return capture_assigned(model, restrict(bundle, ccfg.layers), examples, ccfg, out / C.CAPTURE_PARTIAL,
+    return capture_assigned(model, bundle, examples, ccfg, out / C.CAPTURE_PARTIAL,
                             rank=ctx.rank, world_size=ctx.world_size, key=key, dataset_hash=dhash,
                             progress=prog if prog is not None else False, model_name=cfg.model,
-                            sae_info=describe_saes(bundle), finish=_finisher(model))
+                            finish=_finisher(model))
 
 
 def _capture_shards(folder: RunFolder, cfg: RunConfig, model: Any, bundle: Any, examples: list[Any], dhash: str,
@@ -300,14 +298,11 @@ def _capture_shards(folder: RunFolder, cfg: RunConfig, model: Any, bundle: Any, 
     the data-parallel ranks wrote), then move it over ``capture/`` once complete: the old capture goes only when the
     new one is whole."""
     from ghost_lens.capture.shards import CaptureShards, capture_sharded, promote
-    from ghost_lens.pipeline import describe_saes, restrict
-
     ccfg = _capture_cfg(cfg)
     partial = folder.path / C.CAPTURE_PARTIAL
-    capture_sharded(model, restrict(bundle, ccfg.layers), examples, ccfg, partial,
-                    key=capture_key(cfg),  # the SAE files as just read (ghost_lens.run)
-                    dataset_hash=dhash, progress=prog, model_name=cfg.model, sae_info=describe_saes(bundle),
-                    finish=_finisher(model))
+    capture_sharded(model, bundle, examples, ccfg, partial,
+                    key=capture_key(cfg),  # the SAE files as just read (ghost_lens.run_folder)
+                    dataset_hash=dhash, progress=prog, model_name=cfg.model, finish=_finisher(model))
     promote(partial, folder.capture_dir)
     return CaptureShards.open(folder.capture_dir)
 

@@ -12,7 +12,7 @@ import torch
 from ghost_lens.constants import CACHE_ENV
 from ghost_lens.errors import ModelError
 from ghost_lens.generate import generate
-from ghost_lens.local_models import (
+from ghost_lens.local_checkpoints import (
     INFO_FILE,
     SMOLLM2_INSTALL,
     SMOLLM2_NAME,
@@ -20,7 +20,7 @@ from ghost_lens.local_models import (
     hooked_config,
     smollm2_path,
 )
-from ghost_lens.models import load_model
+from ghost_lens.model_loader import load_model
 from tests.helpers_hub import save_tiny_gpt2
 from tests.helpers_models import save_tiny_llama, write_tiny_gguf
 
