@@ -79,7 +79,8 @@ def handle_errors(fn: F) -> F:
 
 def load_run_config(config: str | None, overrides: list[str] | None, **fields: Any):
     """The config file (or the dataclass defaults), then command-line fields, then ``--set`` overrides."""
-    from ghost_lens.config import apply_overrides, load_config
+    from ghost_lens.config import load_config
+    from ghost_lens.config_io import apply_overrides
 
     cfg = load_config(config)
     flat = [f"{k}={_yaml_value(v)}" for k, v in fields.items() if v is not None]

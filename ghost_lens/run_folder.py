@@ -33,7 +33,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ghost_lens.config import RunConfig, from_dict, save_config, to_dict
+from ghost_lens.config import RunConfig, save_config
+from ghost_lens.config_io import flatten, from_dict, to_dict
 from ghost_lens.constants import CAPTURE_DIR, CAPTURE_META, CONFIG, MANIFEST, SAE_CFG
 from ghost_lens.errors import GhostLensError, RunFolderError
 from ghost_lens.io import atomic_write_json, clean_folder_temps, exclusive_lock, is_leftover, owner_path
@@ -51,16 +52,6 @@ CAPTURE_FIELDS = ("model", "sae_release", "sae_id_template", "sae_dir", "dataset
 PACKAGES = ("ghost-lens", "torch", "transformer-lens", "sae-lens", "scikit-learn", "numpy", "networkx", "scipy")
 
 
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out |= _flatten(v, f"{prefix}{k}.")
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 RUN_NEUTRAL_KEYS = frozenset({"device"})
 """Config keys that say where a run executes, not what it computes: a folder made on the CPU may be rerun on a GPU
 (``capture.dtype``, which changes the numbers, is in the capture key and does count)."""
@@ -68,7 +59,7 @@ RUN_NEUTRAL_KEYS = frozenset({"device"})
 
 def config_diff(a: RunConfig, b: RunConfig) -> list[str]:
     """Dotted keys whose values differ between two configs (:data:`RUN_NEUTRAL_KEYS` left out)."""
-    fa, fb = _flatten(to_dict(a)), _flatten(to_dict(b))
+    fa, fb = flatten(to_dict(a)), flatten(to_dict(b))
     return sorted(k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k) and k not in RUN_NEUTRAL_KEYS)
 
 

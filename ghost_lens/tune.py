@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from ghost_lens import constants as C
-from ghost_lens.config import RunConfig, from_dict, to_dict
+from ghost_lens.config import RunConfig
+from ghost_lens.config_io import flatten, from_dict, to_dict
 from ghost_lens.errors import ConfigError, GhostLensError, RunFolderError
 
 logger = logging.getLogger(__name__)
@@ -79,17 +80,6 @@ SEED_GRID = (
 
 
 # ---- grid ----------------------------------------------------------------------------------------------------------
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and str(k) in SECTIONS and not prefix:
-            out |= _flatten(v, f"{key}.")
-        else:
-            out[key] = v
-    return out
 
 
 def apply_point(cfg: RunConfig, point: GridPoint) -> RunConfig:
@@ -129,13 +119,13 @@ def parse_grid(raw: Any, source: str = "grid") -> list[GridPoint]:
         if name in seen:
             raise ConfigError(f"{source}: two grid points are named {name!r}")
         seen.add(name)
-        points.append(GridPoint(name, _flatten(item)))
+        points.append(GridPoint(name, flatten(item, sections=SECTIONS)))
     return points
 
 
 def load_grid(path: str | Path) -> list[GridPoint]:
     """Grid points from a YAML file (see the module docstring)."""
-    from ghost_lens.config import read_yaml
+    from ghost_lens.config_io import read_yaml
 
     return parse_grid(read_yaml(path, "grid"), str(path))
 

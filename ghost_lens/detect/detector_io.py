@@ -40,7 +40,7 @@ _TREE_FIELDS = ("value", "feature_idx", "num_threshold", "missing_go_to_left", "
 
 def config_hash(cfg: Any) -> str:
     """sha256 (16 hex digits) of a run config as sorted JSON: the detector belongs to exactly this config."""
-    from ghost_lens.config import to_dict
+    from ghost_lens.config_io import to_dict
 
     data = to_dict(cfg) if not isinstance(cfg, dict) else cfg
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]

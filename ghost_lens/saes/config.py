@@ -137,7 +137,7 @@ def load_sae_training_config(
 ) -> SAETrainingConfig:
     """An :class:`SAETrainingConfig` from a YAML path or a packaged name (``None``: the dataclass defaults), then
     ``key=value`` ``overrides``, then ``fields`` that are not ``None``; an unknown key is a one-line ConfigError."""
-    from ghost_lens.config import apply_overrides, from_dict, load_yaml_dict
+    from ghost_lens.config_io import apply_overrides, from_dict, load_yaml_dict
 
     if path_or_name is None:
         cfg = SAETrainingConfig()

@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-from ghost_lens.config import WorldConfig, to_dict
+from ghost_lens.config import WorldConfig
+from ghost_lens.config_io import to_dict
 from ghost_lens.hooks import hook_name
 from ghost_lens.toy import examples as ex
 from ghost_lens.toy import world as w

@@ -30,7 +30,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal
 
-from ghost_lens.config import WorldConfig, to_dict
+from ghost_lens.config import WorldConfig
+from ghost_lens.config_io import to_dict
 from ghost_lens.constants import CACHE_ENV
 from ghost_lens.data.example import Example
 from ghost_lens.errors import DatasetError, ModelError

@@ -13,7 +13,8 @@ import numpy as np
 
 from ghost_lens.capture.shards import CaptureShards
 from ghost_lens.capture.trace import FeatureTrace
-from ghost_lens.config import TrackerConfig, from_dict, to_dict
+from ghost_lens.config import TrackerConfig
+from ghost_lens.config_io import from_dict, to_dict
 from ghost_lens.constants import TRACK_METRICS
 from ghost_lens.errors import RunFolderError
 from ghost_lens.tracking.detections import TraceArrays, combine_layer_scale

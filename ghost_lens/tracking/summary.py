@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ghost_lens.config import to_dict
+from ghost_lens.config_io import to_dict
 from ghost_lens.constants import TRACKING_SUMMARY
 
 if TYPE_CHECKING:

@@ -2,17 +2,8 @@ import dataclasses
 
 import pytest
 
-from ghost_lens.config import (
-    RunConfig,
-    TrackerConfig,
-    apply_overrides,
-    from_dict,
-    load_config,
-    load_yaml_dict,
-    packaged_config_path,
-    save_config,
-    to_dict,
-)
+from ghost_lens.config import RunConfig, TrackerConfig, load_config, packaged_config_path, save_config
+from ghost_lens.config_io import apply_overrides, flatten, from_dict, load_yaml_dict, to_dict
 from ghost_lens.errors import ConfigError
 
 
@@ -101,3 +92,12 @@ def test_lenient_reread_of_saved_artifacts():
     data = to_dict(RunConfig()) | {"from_a_future_version": 1}
     assert from_dict(RunConfig, data, strict=False) == RunConfig()
     assert dataclasses.is_dataclass(from_dict(RunConfig, {}, strict=True))
+
+
+def test_flatten_dotted_keys_and_sections():
+    nested = {"model": "m", "tracker": {"top_k": 5, "w": {"a": 1}}, "extra": {"x": 2}}
+    assert flatten(nested) == {"model": "m", "tracker.top_k": 5, "tracker.w.a": 1, "extra.x": 2}
+    # only the named top-level sections open, one level deep (what a tuning grid point holds)
+    assert flatten(nested, sections=("tracker",)) == {"model": "m", "tracker.top_k": 5, "tracker.w": {"a": 1},
+                                                      "extra": {"x": 2}}
+    assert flatten(to_dict(RunConfig()))["tracker.top_k_features"] == RunConfig().tracker.top_k_features

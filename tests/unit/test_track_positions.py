@@ -99,7 +99,7 @@ def test_last_prompt_positions_and_normalisations_by_hand():
     with pytest.raises(ValueError, match="normalization"):
         data.detections(idx, "last_prompt", 10, "softmax")
     with pytest.raises(ConfigError):
-        from ghost_lens.config import from_dict
+        from ghost_lens.config_io import from_dict
 
         from_dict(TrackerConfig, {"normalization": "softmax"})
 
