@@ -17,6 +17,9 @@
    A rerun reuses the capture only when that stored key equals the key of the config now asked for, never on the
    word of the manifest or ``config.yaml`` (which a ``--force`` run rewrites before its capture exists). The capture
    folder is replaced as a whole, only once the new one is complete.
+5. **Where runs live.** Without ``--out`` a run goes to :func:`default_run_dir` (``runs/MODEL_DATASET``); the commands
+   that read a run (``explain``, ``interpret``, ``tune``) take ``--run`` or :data:`DEFAULT_RUN_DIR`, the folder of a
+   bare ``ghost-lens track``, through :func:`existing_run_dir`.
 """
 
 from __future__ import annotations
@@ -264,6 +267,32 @@ def read_run_config(path: str | Path) -> RunConfig:
     if not isinstance(data, dict):
         raise RunFolderError(f"{path / CONFIG} is not a mapping of config keys; rerun `ghost-lens track`")
     return from_dict(RunConfig, data, strict=False)
+
+
+# ---- where runs live --------------------------------------------------------------------------------------------
+
+
+def default_run_dir(model: str, dataset: str) -> Path:
+    """The folder ``ghost-lens track`` writes when no ``--out`` is given: ``runs/MODEL_DATASET`` (``/`` in the model
+    name becomes ``_``; a dataset file contributes its stem: ``data/qa.csv`` -> ``qa``)."""
+    name = Path(dataset).stem if Path(dataset).suffix else dataset
+    return Path("runs") / f"{model.replace('/', '_')}_{name}"
+
+
+DEFAULT_RUN_DIR = default_run_dir(RunConfig().model, RunConfig().dataset)
+"""The run a bare ``ghost-lens track`` writes (``runs/toy-facts_toy-facts``): what ``explain``, ``interpret`` and
+``tune`` read when no ``--run`` is given."""
+
+
+def existing_run_dir(run: str | Path | None = None) -> Path:
+    """The run folder ``explain`` / ``interpret`` / ``tune`` read: ``run``, or :data:`DEFAULT_RUN_DIR` when it is
+    ``None`` (or empty); a missing folder is a one-line :class:`~ghost_lens.errors.RunFolderError` telling how to
+    make it."""
+    path = Path(run or DEFAULT_RUN_DIR)
+    if not path.is_dir():
+        hint = "run `ghost-lens track` first" + ("" if run else ", or pass --run")
+        raise RunFolderError(f"no run folder at {path}: {hint}")
+    return path
 
 
 def _ours(name: str) -> bool:

@@ -27,7 +27,7 @@ from typing import Any
 
 from ghost_lens import constants as C
 from ghost_lens.config import RunConfig
-from ghost_lens.run_folder import RunFolder, capture_key, dataset_hash, open_run_folder
+from ghost_lens.run_folder import RunFolder, capture_key, dataset_hash, default_run_dir, open_run_folder
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +80,10 @@ def _progress_callback(prog: Any, description: str):
     return update
 
 
-def run_track(cfg: RunConfig, out: str | Path, *, force: bool = False, progress: bool = True,
+def run_track(cfg: RunConfig, out: str | Path | None = None, *, force: bool = False, progress: bool = True,
               argv: list[str] | None = None) -> TrackRun | None:
-    """Every stage of ``cfg`` into the run folder ``out``, holding the folder's lock throughout
+    """Every stage of ``cfg`` into the run folder ``out`` (``None``: :func:`ghost_lens.run_folder.default_run_dir`
+    of the config's model and dataset), holding the folder's lock throughout
     (:func:`ghost_lens.run_folder.open_run_folder` says when a folder may be used and when its capture is reused).
 
     ``cfg.device`` is resolved first (``auto``; ``cuda`` where torch has none is a one-line error). Under torchrun
@@ -91,12 +92,13 @@ def run_track(cfg: RunConfig, out: str | Path, *, force: bool = False, progress:
     from ghost_lens.capture.distributed import DistContext, error_text
     from ghost_lens.model_loader import resolve_device
 
+    out = Path(out) if out else default_run_dir(cfg.model, cfg.dataset)
     ctx = DistContext.from_env()
     device = resolve_device(cfg.device, ctx.local_rank_or_none)
     ctx.init(device)
     try:
         if not ctx.is_main:
-            _run_rank(ctx, cfg, Path(out), device)
+            _run_rank(ctx, cfg, out, device)
             return None
         try:
             folder = open_run_folder(out, cfg, force=force, argv=argv)

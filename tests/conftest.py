@@ -10,7 +10,7 @@ import torch
 torch.set_num_threads(1)
 
 # offline_hub / offline_hub_cache: a pre-populated HF cache (tiny gpt2, gpt2-small-res-jb, my-org/tiny-saes)
-pytest_plugins = ["tests.helpers_hub"]
+pytest_plugins = ["tests.helpers.hub"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -215,24 +215,9 @@ def evaluate(
         raise DatasetError(f"expected {n} ids, got {len(id_list)}")
     grps = _as_groups(feature_groups, track_features, feature_names, n)
     kind = _kind_array(kinds, n)
-    warnings: list[str] = []
-    selected = [name for name in cfg_detector.features if name in grps]
-    if not selected:
-        raise DatasetError(f"none of the detector's feature groups {cfg_detector.features} was given "
-                           f"(given: {', '.join(grps)})")
-    if len(selected) < len(cfg_detector.features):
-        missing = [name for name in cfg_detector.features if name not in grps]
-        warnings.append(f"feature group(s) {', '.join(missing)} not available: the detector uses "
-                        f"{', '.join(selected)}")
+    selected, warnings = _select_groups(cfg_detector.features, grps)
     X, names = _concat(grps, selected)
-
-    seeds = [cfg_eval.seed + r for r in range(cfg_eval.n_repeats)]
-    fold_rows, notes = [], []
-    for s in seeds:
-        f, nt = make_folds(y, g, cfg_eval.n_folds, s)
-        fold_rows.append(f)
-        notes = notes or nt
-    folds = np.stack(fold_rows)
+    seeds, folds, notes = _repeat_folds(y, g, cfg_eval)
     requested = list(cfg_eval.baselines)
 
     def detector_on(cols: list[str]) -> Callable[[], HallucinationDetector]:
@@ -245,31 +230,15 @@ def evaluate(
     methods += _ablation_methods(grps, settings, own, detector_on)
     if baseline_inputs.kind is None and kind is not None:
         baseline_inputs = dataclasses.replace(baseline_inputs, kind=[None if k is None else str(k) for k in kind])
-    baselines, skipped, probes = build_baselines(baseline_inputs, requested, n, cfg_eval.probe_c)
-    methods += baselines + probes
-    stacked, why = _stacked_method(baseline_inputs, X, selected, n)
-    if stacked is not None:
-        methods.append(stacked)
-        onehot, _ = kind_one_hot(baseline_inputs.kind, n)
-        if onehot is not None and "confidence_kind" in requested:  # "given the kind": vs confidence_kind
-            methods.append(Method("stacked_kind", "stacked", stacked.description.replace(
-                "the confidence scores", "the confidence scores, the example's kind (one-hot)", 1),
-                np.column_stack([stacked.X, onehot]), StackedScorer, True, extra=stacked.extra))
-    else:
-        skipped["stacked"] = why or "unavailable"
+    competitors, skipped = _competitors(baseline_inputs, requested, X, selected, n, cfg_eval.probe_c)
+    methods += competitors
     if "random_decoder" in requested:
         _add_random_decoder(methods, skipped, random_decoder_features, selected, X, names, detector_on,
                             random_decoder_description)
     if "shuffled" in requested:
-        # permuted within each fold of each repeat: every fold keeps its label count, so a fold-level prevalence
-        # offset (which a pooled AUROC would turn into a below-chance score) cannot masquerade as a leak
-        rng = np.random.default_rng(cfg_eval.seed)
-        y_perm = np.tile(y, (folds.shape[0], 1))
-        for r in range(folds.shape[0]):
-            for k in range(int(folds[r].max()) + 1):
-                y_perm[r, folds[r] == k] = rng.permutation(y[folds[r] == k])
         methods.append(Method("shuffled", "control", "the detector fitted and scored on labels permuted within "
-                              "each fold", X, detector_on(names), True, labels=y_perm))
+                              "each fold", X, detector_on(names), True,
+                              labels=_shuffled_labels(y, folds, cfg_eval.seed)))
     for name, reason in skipped.items():
         logger.info("method %s skipped: %s", name, reason)
 
@@ -278,6 +247,61 @@ def evaluate(
     methods = [m for m in methods if m.name not in failed]
     ctx = _Context(y, g, folds, kind, cfg_detector, cfg_eval, selected, grps, names, settings, own)
     return _assemble(ctx, methods, oof, det_fit, id_list, notes + warnings, skipped, X)
+
+
+def _select_groups(wanted: Sequence[str], grps: Mapping[str, _Group]) -> tuple[list[str], list[str]]:
+    """The detector's feature groups among those given (in its configured order) and a warning for the missing."""
+    selected = [name for name in wanted if name in grps]
+    if not selected:
+        raise DatasetError(f"none of the detector's feature groups {wanted} was given "
+                           f"(given: {', '.join(grps)})")
+    warnings = []
+    if len(selected) < len(wanted):
+        missing = [name for name in wanted if name not in grps]
+        warnings.append(f"feature group(s) {', '.join(missing)} not available: the detector uses "
+                        f"{', '.join(selected)}")
+    return selected, warnings
+
+
+def _repeat_folds(y: np.ndarray, g: np.ndarray, cfg_eval: EvalConfig) -> tuple[list[int], np.ndarray, list[str]]:
+    """The repeats' seeds, their folds ``[R, N]`` and the first repeat's notes on the split (step 3)."""
+    seeds = [cfg_eval.seed + r for r in range(cfg_eval.n_repeats)]
+    fold_rows, notes = [], []
+    for s in seeds:
+        f, nt = make_folds(y, g, cfg_eval.n_folds, s)
+        fold_rows.append(f)
+        notes = notes or nt
+    return seeds, np.stack(fold_rows), notes
+
+
+def _competitors(
+    inputs: BaselineInputs, requested: list[str], X: np.ndarray, selected: list[str], n: int, probe_c: float,
+) -> tuple[list[Method], dict[str, str]]:
+    """The baselines, the per-layer probes and the stacked scorers, and the methods skipped (name -> reason)."""
+    baselines, skipped, probes = build_baselines(inputs, requested, n, probe_c)
+    methods = baselines + probes
+    stacked, why = _stacked_method(inputs, X, selected, n)
+    if stacked is not None:
+        methods.append(stacked)
+        onehot, _ = kind_one_hot(inputs.kind, n)
+        if onehot is not None and "confidence_kind" in requested:  # "given the kind": vs confidence_kind
+            methods.append(Method("stacked_kind", "stacked", stacked.description.replace(
+                "the confidence scores", "the confidence scores, the example's kind (one-hot)", 1),
+                np.column_stack([stacked.X, onehot]), StackedScorer, True, extra=stacked.extra))
+    else:
+        skipped["stacked"] = why or "unavailable"
+    return methods, skipped
+
+
+def _shuffled_labels(y: np.ndarray, folds: np.ndarray, seed: int) -> np.ndarray:
+    """Labels ``[R, N]`` permuted within each fold of each repeat: every fold keeps its label count, so a fold-level
+    prevalence offset (which a pooled AUROC would turn into a below-chance score) cannot masquerade as a leak."""
+    rng = np.random.default_rng(seed)
+    y_perm = np.tile(y, (folds.shape[0], 1))
+    for r in range(folds.shape[0]):
+        for k in range(int(folds[r].max()) + 1):
+            y_perm[r, folds[r] == k] = rng.permutation(y[folds[r] == k])
+    return y_perm
 
 
 def ablation_settings(groups: Sequence[str], selected: Sequence[str]) -> tuple[dict[str, list[str]], str]:
@@ -371,14 +395,66 @@ def _assemble(
     ctx: _Context, methods: list[Method], oof: dict[str, np.ndarray], det_fit: dict[str, Any], ids: list[str],
     notes: list[str], skipped: dict[str, str], X: np.ndarray,
 ) -> EvaluationResult:
+    """The result from the out-of-fold scores (step 6 of the module docstring).
+
+    1. The group-bootstrap resamples and repeat draws, shared by every method (paired differences).
+    2. Entries: the detector, the baselines and controls (the probes as one best-layer baseline), the stacked scorer.
+    3. Verdicts: "does it add to confidence?", the ablation table, the conclusion; the warnings; the per-kind breakdown.
+    4. The metrics dict (dataset, protocol, entries, verdicts) and the per-example arrays.
+    """
     y, folds, cfg_eval = ctx.y, ctx.folds, ctx.cfg_eval
     counts, codes = group_bootstrap_counts(ctx.g, cfg_eval.n_bootstrap, cfg_eval.seed)
     boot = verdicts.Bootstrap(counts, codes, cfg_eval.confidence, repeat_draws(cfg_eval.n_bootstrap, folds.shape[0],
                                                                              cfg_eval.seed))
     common = {"n_bins": cfg_eval.n_bins, "collapse_width": cfg_eval.collapse_width}
     det_scores = oof["detector"]
-    detector = verdicts.method_entry(det_scores, y, folds, boot, kind="detector",
-                                   description=methods[0].description, **common)
+    detector = _detector_entry(ctx, methods[0].description, det_fit, det_scores, boot, common)
+    by_name = {m.name: m for m in methods}
+    baselines, baseline_scores = _baseline_entries(methods[1:], oof, y, folds, boot, det_scores, common)
+    stacked = _stacked_entry(by_name.get("stacked"), oof, y, folds, boot, det_scores, common)
+    scores = {"detector": det_scores, **({"stacked": oof["stacked"]} if stacked else {}), **baseline_scores}
+    conf = verdicts.adds_to_confidence(scores, y, boot, [b for b in CONFIDENCE_BASELINES if b in baselines])
+    if conf.get("available") and "stacked_kind" in by_name and "confidence_kind" in baselines:
+        conf["given_kind"] = verdicts.adds_given_kind(oof["stacked_kind"], scores["confidence_kind"], y, boot)
+    ablation = verdicts.ablation_table(
+        ctx.settings, ctx.own, {m.name.removeprefix("ablation:"): oof[m.name] for m in methods if m.kind ==
+                                "ablation"}, det_scores, y, boot, {n: ctx.groups[n].description for n in ctx.groups},
+    )
+    concl = verdicts.conclusion(detector, baselines)
+    warnings = _warnings(notes, detector, baselines, cfg_eval.collapse_width)
+    for w in warnings:
+        logger.warning(w)
+    by_kind = None
+    if ctx.kind is not None:
+        shown = ["detector", *(["stacked"] if stacked else []),
+                 *dict.fromkeys(b for b in (concl["best_baseline"], conf.get("best_confidence_baseline")) if b)]
+        by_kind = verdicts.kind_breakdown(ctx.kind, {k: scores[k] for k in shown}, y, ctx.g, boot)
+    metrics = {
+        "schema_version": verdicts.SCHEMA_VERSION, **_dataset_and_protocol(y, ctx.g, folds, cfg_eval),
+        "detector": detector, "stacked": stacked, "adds_to_confidence": conf, "ablation": ablation,
+        "by_kind": by_kind, "baselines": baselines, "skipped": skipped, "conclusion": concl,
+        "headline": conf.get("statement"), "warnings": warnings,
+    }
+    logger.info(concl["statement"])
+    if conf.get("statement"):
+        logger.info(conf["statement"])
+    extra: dict[str, np.ndarray] = {}
+    if "shuffled" in scores:
+        extra["shuffled_label"] = by_name["shuffled"].labels[0]  # type: ignore[index]
+    if ctx.kind is not None:
+        extra["kind"] = np.asarray(["" if k is None else k for k in ctx.kind], dtype=object)
+    return EvaluationResult(metrics, ids, [str(x) for x in ctx.g], folds[0], y, {k: v[0] for k, v in scores.items()},
+                            extra, repeat_scores=scores, repeat_folds=folds,
+                            detector_inputs=(X, ctx.feature_names, ctx.selected))
+
+
+def _detector_entry(
+    ctx: _Context, description: str, det_fit: dict[str, Any], det_scores: np.ndarray, boot: verdicts.Bootstrap,
+    common: dict[str, Any],
+) -> dict[str, Any]:
+    """The detector's entry: its metrics, then its configuration and what it learned per fold and repeat."""
+    y, folds, cfg_eval = ctx.y, ctx.folds, ctx.cfg_eval
+    detector = verdicts.method_entry(det_scores, y, folds, boot, kind="detector", description=description, **common)
     thresholds = np.asarray(det_fit["threshold"][0])
     detector.update({
         "config": dataclasses.asdict(ctx.cfg_detector),
@@ -396,15 +472,26 @@ def _assemble(
         "components": {k: boot.auroc(v, y).as_dict() for k, v in det_fit["components"].items()},
         "reliability": reliability_bins(det_scores[0], y, cfg_eval.n_bins),
     })
-    by_name = {m.name: m for m in methods}
+    return detector
+
+
+def _baseline_entries(
+    others: list[Method], oof: dict[str, np.ndarray], y: np.ndarray, folds: np.ndarray, boot: verdicts.Bootstrap,
+    det_scores: np.ndarray, common: dict[str, Any],
+) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    """The entries of the baselines and controls (competitors first, then the controls: the order of the report, the
+    CSV columns and the summary table) and their scores ``[R, N]`` in that order; the per-layer probes become one
+    ``probe`` baseline, the best layer's."""
     baselines: dict[str, dict[str, Any]] = {}
-    scores: dict[str, np.ndarray] = {"detector": det_scores}
+    scores: dict[str, np.ndarray] = {}
     probe_auc: dict[str, float] = {}
-    for m in methods[1:]:
+    probe_extra: dict[str, Any] = {}
+    for m in others:
         if m.kind in ("ablation", "stacked"):
             continue
         if m.name.startswith("probe_L"):
             probe_auc[m.name] = boot.auroc(oof[m.name], y, point_only=True).value
+            probe_extra[m.name] = m.extra
             continue
         if m.name == "shuffled":
             entry = verdicts.method_entry(oof[m.name], m.labels, folds, boot, kind=m.kind,  # type: ignore[arg-type]
@@ -421,49 +508,47 @@ def _assemble(
         entry = verdicts.method_entry(oof[best], y, folds, boot, kind="baseline", detector_scores=det_scores,
                                     description="logistic-regression probe on the raw residual stream; best layer "
                                     "chosen on the evaluation folds (optimistic for the baseline)", **common)
-        entry["layer"] = (by_name[best].extra or {})["layer"]
+        entry["layer"] = (probe_extra[best] or {})["layer"]
         entry["per_layer_auroc"] = {k.removeprefix("probe_L"): v for k, v in probe_auc.items()}
         baselines["probe"] = entry
         scores["probe"] = oof[best]
-
-    # competitors first, then the controls (the order of the report, the CSV columns and the summary table)
     baselines = dict(sorted(baselines.items(), key=lambda kv: kv[1]["kind"] == "control"))
-    stacked = None
-    if "stacked" in by_name:
-        stacked = verdicts.method_entry(oof["stacked"], y, folds, boot, kind="stacked",
-                                      description=by_name["stacked"].description, detector_scores=det_scores,
-                                      **common)
-        stacked.update(by_name["stacked"].extra or {})
-        scores["stacked"] = oof["stacked"]
-    scores = {"detector": det_scores, **({"stacked": scores["stacked"]} if stacked else {}),
-              **{k: scores[k] for k in baselines}}
-    conf = verdicts.adds_to_confidence(scores, y, boot, [b for b in CONFIDENCE_BASELINES if b in baselines])
-    if conf.get("available") and "stacked_kind" in by_name and "confidence_kind" in baselines:
-        conf["given_kind"] = verdicts.adds_given_kind(oof["stacked_kind"], scores["confidence_kind"], y, boot)
-    ablation = verdicts.ablation_table(
-        ctx.settings, ctx.own, {m.name.removeprefix("ablation:"): oof[m.name] for m in methods if m.kind ==
-                                "ablation"}, det_scores, y, boot, {n: ctx.groups[n].description for n in ctx.groups},
-    )
-    concl = verdicts.conclusion(detector, baselines)
+    return baselines, {k: scores[k] for k in baselines}
+
+
+def _stacked_entry(
+    m: Method | None, oof: dict[str, np.ndarray], y: np.ndarray, folds: np.ndarray, boot: verdicts.Bootstrap,
+    det_scores: np.ndarray, common: dict[str, Any],
+) -> dict[str, Any] | None:
+    """The stacked scorer's entry (``None`` when it was skipped or failed to fit)."""
+    if m is None:
+        return None
+    stacked = verdicts.method_entry(oof["stacked"], y, folds, boot, kind="stacked", description=m.description,
+                                    detector_scores=det_scores, **common)
+    stacked.update(m.extra or {})
+    return stacked
+
+
+def _warnings(
+    notes: list[str], detector: dict[str, Any], baselines: dict[str, dict[str, Any]], collapse_width: float
+) -> list[str]:
+    """The report's warnings: the protocol's notes, a collapsed probability range, a shuffled control off chance."""
     warnings = list(notes)
     rng = detector["probability_range"]
     if rng["collapsed"]:
         warnings.append(f"probability collapse: 90% of the detector's probabilities lie in [{rng['p05']:.3f}, "
-                        f"{rng['p95']:.3f}] (width {rng['central_width']:.3f} < {cfg_eval.collapse_width}; "
+                        f"{rng['p95']:.3f}] (width {rng['central_width']:.3f} < {collapse_width}; "
                         f"full range [{rng['min']:.3f}, {rng['max']:.3f}])")
     if "shuffled" in baselines and baselines["shuffled"]["verdict"] != verdicts.NEAR_CHANCE:
         warnings.append("shuffled-label control away from chance: suspect a leak in the protocol")
-    for w in warnings:
-        logger.warning(w)
-    by_kind = None
-    if ctx.kind is not None:
-        shown = ["detector", *(["stacked"] if stacked else []),
-                 *dict.fromkeys(b for b in (concl["best_baseline"], conf.get("best_confidence_baseline")) if b)]
-        by_kind = verdicts.kind_breakdown(ctx.kind, {k: scores[k] for k in shown}, y, ctx.g, boot)
+    return warnings
+
+
+def _dataset_and_protocol(y: np.ndarray, g: np.ndarray, folds: np.ndarray, cfg_eval: EvalConfig) -> dict[str, Any]:
+    """The ``dataset`` and ``protocol`` sections of the metrics."""
     fold_sizes = np.bincount(folds[0]).tolist()
-    metrics = {
-        "schema_version": verdicts.SCHEMA_VERSION,
-        "dataset": {"n_examples": int(y.size), "n_groups": int(np.unique(ctx.g).size), "n_positive": int(y.sum()),
+    return {
+        "dataset": {"n_examples": int(y.size), "n_groups": int(np.unique(g).size), "n_positive": int(y.sum()),
                     "positive_rate": float(y.mean())},
         "protocol": {
             "splitter": "StratifiedGroupKFold", "n_folds": len(fold_sizes), "n_folds_requested": cfg_eval.n_folds,
@@ -476,25 +561,4 @@ def _assemble(
                           "interval": "percentile", "paired": True,
                           "repeats": "each resample is scored on one repeat drawn uniformly at random"},
         },
-        "detector": detector,
-        "stacked": stacked,
-        "adds_to_confidence": conf,
-        "ablation": ablation,
-        "by_kind": by_kind,
-        "baselines": baselines,
-        "skipped": skipped,
-        "conclusion": concl,
-        "headline": conf.get("statement"),
-        "warnings": warnings,
     }
-    logger.info(concl["statement"])
-    if conf.get("statement"):
-        logger.info(conf["statement"])
-    extra: dict[str, np.ndarray] = {}
-    if "shuffled" in scores:
-        extra["shuffled_label"] = by_name["shuffled"].labels[0]  # type: ignore[index]
-    if ctx.kind is not None:
-        extra["kind"] = np.asarray(["" if k is None else k for k in ctx.kind], dtype=object)
-    return EvaluationResult(metrics, ids, [str(x) for x in ctx.g], folds[0], y, {k: v[0] for k, v in scores.items()},
-                            extra, repeat_scores=scores, repeat_folds=folds,
-                            detector_inputs=(X, ctx.feature_names, ctx.selected))

@@ -1,7 +1,7 @@
 """Shared fixtures of the CLI tier: a private toy-world cache, one tiny `ghost-lens track` run per session, helpers.
 
 Every CLI test runs with ``GHOST_LENS_CACHE`` pointing at a session temp folder (never the user's cache), and the
-tiny toy world (``tests.helpers_toy.TINY_WORLD``) is passed as ``--set world.*=...`` overrides, so the world builds
+tiny toy world (``tests.helpers.toy.TINY_WORLD``) is passed as ``--set world.*=...`` overrides, so the world builds
 once in a few seconds and the session's one ``track`` run reuses it.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ghost_lens.constants import CACHE_ENV
-from tests.cli.helpers_cli import RUN_SETS, generic_rows, invoke, write_csv
+from tests.helpers.cli import RUN_SETS, generic_rows, invoke, write_csv
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import typer.main
 
 from ghost_lens import constants as C
 from ghost_lens_cli.main import app
-from tests.cli.helpers_cli import RUN_SETS, TINY_SETS, assert_one_line_error, invoke, write_csv
+from tests.helpers.cli import RUN_SETS, TINY_SETS, assert_one_line_error, invoke, write_csv
 
 COMMANDS = ["track", "tune", "explain", "interpret", "train-saes", "toy build", "toy info", "saes list", "saes eval"]
 

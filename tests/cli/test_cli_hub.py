@@ -1,5 +1,5 @@
 """The real hub loading path end to end through the CLI, offline: a tiny `gpt2` and the SAELens release
-`gpt2-small-res-jb` from a pre-populated Hugging Face cache (tests/helpers_hub.py), then tune / explain /
+`gpt2-small-res-jb` from a pre-populated Hugging Face cache (tests/helpers/hub.py), then tune / explain /
 interpret on that run (Neuronpedia ids come from the SAELens registry), and `train-saes` -> `track --sae-dir`."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import json
 import pytest
 
 from ghost_lens import constants as C
-from tests.cli.helpers_cli import invoke
-from tests.helpers_hub import use_offline_hub
+from tests.helpers.cli import invoke
+from tests.helpers.hub import use_offline_hub
 
 HUB_SETS = ["--set", "eval.n_bootstrap=50", "--set", "eval.n_folds=2", "--set", "capture.positions=all"]
 

@@ -13,7 +13,7 @@ from ghost_lens import constants as C
 from ghost_lens.config import RunConfig, save_config
 from ghost_lens.io import exclusive_lock
 from ghost_lens.run_folder import RUN_LOCK
-from tests.cli.helpers_cli import RUN_SETS, assert_one_line_error, generic_rows, invoke, write_csv
+from tests.helpers.cli import RUN_SETS, assert_one_line_error, generic_rows, invoke, write_csv
 
 FAST_SETS = [*RUN_SETS, "--set", "eval.n_repeats=1", "--set", "eval.baselines=[logprob,random_decoder]",
              "--set", "detector.calibration_cv=0"]

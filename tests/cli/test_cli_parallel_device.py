@@ -15,8 +15,8 @@ import torch
 
 from ghost_lens import constants as C
 from ghost_lens.constants import CACHE_ENV
-from tests.cli.helpers_cli import TINY_SETS, assert_one_line_error, invoke
-from tests.helpers_toy import TINY_WORLD
+from tests.helpers.cli import TINY_SETS, assert_one_line_error, invoke
+from tests.helpers.toy import TINY_WORLD
 
 REPO = Path(__file__).resolve().parents[2]
 SETS = [*TINY_SETS, "--num-samples", "60", "--set", "capture.shard_size=8", "--set", "eval.n_bootstrap=10",

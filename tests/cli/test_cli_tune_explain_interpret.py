@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from ghost_lens import constants as C
-from tests.cli.helpers_cli import assert_one_line_error, invoke
+from tests.helpers.cli import assert_one_line_error, invoke
 
 RUN_FILES = (C.CONFIG, C.MANIFEST, C.REPORT, C.DETECTION_METRICS, C.PREDICTIONS, C.TRACK_METRICS,
              C.TRACKING_SUMMARY, C.DETECTOR_ARRAYS, C.DETECTOR_META)

@@ -22,7 +22,7 @@ import pytest
 
 from ghost_lens import constants as C
 from ghost_lens.run_folder import RUN_LOCK
-from tests.cli.helpers_cli import TINY_SETS, invoke
+from tests.helpers.cli import TINY_SETS, invoke
 
 pytestmark = pytest.mark.fault
 

@@ -19,7 +19,7 @@ from ghost_lens.capture.tokenize import answer_separator
 from ghost_lens.capture.trace import FeatureTrace
 from ghost_lens.config import CaptureConfig
 from ghost_lens.errors import DatasetError, ModelError, SAEError
-from tests.helpers_capture import build_examples, build_model, build_sae, build_saes, build_tokenizer
+from tests.helpers.capture import build_examples, build_model, build_sae, build_saes, build_tokenizer
 
 CFG = CaptureConfig(top_k=8, batch_size=4, positions="all", decoder_dtype="float32", residual_dtype="float32")
 

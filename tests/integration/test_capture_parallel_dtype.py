@@ -30,7 +30,7 @@ from ghost_lens.config import CaptureConfig, RunConfig, load_config
 from ghost_lens.constants import CAPTURE_DECODERS, CAPTURE_SHARDS_DIR, CAPTURE_TENSORS
 from ghost_lens.errors import ConfigError
 from ghost_lens.model_loader import resolve_device, to_dtype
-from tests.helpers_capture import build_examples, build_model, build_saes, build_tokenizer
+from tests.helpers.capture import build_examples, build_model, build_saes, build_tokenizer
 
 CFG = CaptureConfig(top_k=8, batch_size=2, shard_size=2)
 

@@ -20,7 +20,7 @@ from ghost_lens.detect.baselines import sae_at_last_prompt
 from ghost_lens.detect.features import build_feature_groups
 from ghost_lens.errors import ConfigError
 from ghost_lens.tracking import track_trace
-from tests.helpers_capture import build_examples, build_model, build_saes, build_tokenizer
+from tests.helpers.capture import build_examples, build_model, build_saes, build_tokenizer
 
 CFG = CaptureConfig(top_k=8, batch_size=2, decoder_dtype="float32", residual_dtype="float32")
 TRACK = TrackerConfig(top_k_features=12)

@@ -7,8 +7,8 @@ import torch
 
 from ghost_lens.generate import _cut, generate
 from ghost_lens.model_loader import load_model
-from tests.helpers_hub import save_tiny_gpt2
-from tests.helpers_models import save_tiny_llama
+from tests.helpers.hub import save_tiny_gpt2
+from tests.helpers.models import save_tiny_llama
 
 # different lengths, so a batch needs left padding of 0 to ~8 tokens
 PROMPTS = [

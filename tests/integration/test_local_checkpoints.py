@@ -21,8 +21,8 @@ from ghost_lens.local_checkpoints import (
     smollm2_path,
 )
 from ghost_lens.model_loader import load_model
-from tests.helpers_hub import save_tiny_gpt2
-from tests.helpers_models import save_tiny_llama, write_tiny_gguf
+from tests.helpers.hub import save_tiny_gpt2
+from tests.helpers.models import save_tiny_llama, write_tiny_gguf
 
 TEXTS = ["Paris is the capital of France.", "The quick brown fox"]
 

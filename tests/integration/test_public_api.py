@@ -25,8 +25,8 @@ def test_every_exported_function_works_twice_after_every_import(tmp_path, monkey
     import torch
 
     from ghost_lens.constants import CACHE_ENV
-    from tests.helpers_capture import build_examples, build_model, build_saes, build_tokenizer
-    from tests.helpers_toy import TINY_WORLD, tiny_world_cfg
+    from tests.helpers.capture import build_examples, build_model, build_saes, build_tokenizer
+    from tests.helpers.toy import TINY_WORLD, tiny_world_cfg
 
     monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     for name in ghost_lens.__all__:

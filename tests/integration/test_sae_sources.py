@@ -13,7 +13,7 @@ from ghost_lens.errors import SAEError
 from ghost_lens.saes import SAEBundle, list_releases, load_bundle, no_release_hint
 from ghost_lens.saes.sae_ids import choose_ids, parse_sae_id
 from tests.helpers import tiny_model
-from tests.helpers_hub import tiny_sae
+from tests.helpers.hub import tiny_sae
 
 D_MODEL = 32
 

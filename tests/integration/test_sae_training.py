@@ -247,7 +247,7 @@ def test_sae_training_config_yaml(tmp_path):
 
 
 def test_cli_nonsense_is_one_line_before_anything_is_touched(tmp_path):
-    from tests.cli.helpers_cli import assert_one_line_error, invoke
+    from tests.helpers.cli import assert_one_line_error, invoke
 
     corpus = tmp_path / "c.txt"
     corpus.write_text("hello world\n")

@@ -7,7 +7,7 @@ from ghost_lens.constants import CACHE_ENV
 from ghost_lens.errors import DatasetError, SAEError
 from ghost_lens.hooks import hook_name
 from ghost_lens.toy.world import MODEL_NAME, ToyWorld, cache_root, get_world, world_hash, world_path
-from tests.helpers_toy import tiny_world_cfg
+from tests.helpers.toy import tiny_world_cfg
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from ghost_lens.toy.build import build_world
 from ghost_lens.toy.world import INFO_FILE, ToyWorld, get_world
-from tests.helpers_toy import tiny_world_cfg
+from tests.helpers.toy import tiny_world_cfg
 
 
 def _rng_states():

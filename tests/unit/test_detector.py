@@ -14,7 +14,7 @@ from ghost_lens.config import DetectorConfig
 from ghost_lens.detect import HallucinationDetector
 from ghost_lens.detect.calibration import fit_calibrator
 from ghost_lens.errors import DatasetError
-from tests.helpers_detect import FEATURE_NAMES, make_synthetic
+from tests.helpers.detect import FEATURE_NAMES, make_synthetic
 
 
 # Every scikit-learn estimator check on the default detector (logistic + Platt). None is skipped; the only

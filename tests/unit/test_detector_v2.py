@@ -17,7 +17,7 @@ from ghost_lens.detect.folds import make_folds
 from ghost_lens.detect.metrics import bootstrap_metric, group_bootstrap_counts, repeat_draws, weighted_auroc
 from ghost_lens.detect.stacked import StackedScorer
 from ghost_lens.errors import RunFolderError
-from tests.helpers_detect import FEATURE_NAMES, fast_eval, make_synthetic
+from tests.helpers.detect import FEATURE_NAMES, fast_eval, make_synthetic
 
 KINDS = ("known", "held_out_relation", "unknown_entity")
 

@@ -20,7 +20,7 @@ from ghost_lens.detect.metrics import (
     weighted_average_precision,
 )
 from ghost_lens.errors import DatasetError
-from tests.helpers_detect import fast_eval, make_synthetic
+from tests.helpers.detect import fast_eval, make_synthetic
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +184,7 @@ def test_ece_of_a_perfectly_calibrated_predictor_is_near_zero():
 
 
 def test_baseline_inputs_from_trace():
-    from tests.helpers_trace import random_trace
+    from tests.helpers.trace import random_trace
 
     trace = random_trace(n_examples=5, n_layers=3, d_model=16, seed=1)
     inputs = BaselineInputs.from_trace(trace)

@@ -18,7 +18,7 @@ from ghost_lens.capture.capture import activation_totals
 from ghost_lens.config import RunConfig, TrackerConfig
 from ghost_lens.detect.features import FEATURE_GROUPS, SAE_STATS, build_feature_groups, token_stats
 from ghost_lens.errors import ConfigError
-from tests.helpers_trace import make_trace, random_trace
+from tests.helpers.trace import make_trace, random_trace
 
 
 def scaled_pairs(n_base: int = 30, factor: float = 3.0, seed: int = 0):

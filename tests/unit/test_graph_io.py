@@ -13,7 +13,7 @@ from ghost_lens.errors import RunFolderError
 from ghost_lens.track_run import save_graphs
 from ghost_lens.tracking import Node, TrackGraph, track_trace
 from ghost_lens.tracking.graph_io import graphs_path, load_graphs, read_graphs, write_graphs
-from tests.helpers_trace import random_trace
+from tests.helpers.trace import random_trace
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from ghost_lens.detect.baselines import (
     sae_at_last_prompt,
 )
 from ghost_lens.detect.folds import make_folds
-from tests.helpers_trace import make_trace, unit
+from tests.helpers.trace import make_trace, unit
 
 
 def grouped_labels(n_groups: int = 70, per_group: int = 3, seed: int = 0):

@@ -17,7 +17,7 @@ from ghost_lens.saes.quality import (
     spliced_loss_with_hook,
 )
 from tests.helpers import tiny_model as _tiny_model
-from tests.helpers_hub import tiny_sae
+from tests.helpers.hub import tiny_sae
 
 D = 8
 

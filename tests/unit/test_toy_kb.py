@@ -7,7 +7,7 @@ from ghost_lens.errors import ConfigError
 from ghost_lens.toy.kb import RELATION_CATALOGUE, KnowledgeBase, generate_kb
 from ghost_lens.toy.model import build_model, config_from_dict, config_to_dict, encode, model_config
 from ghost_lens.toy.tokenizer import BOS, PAD, UNK, build_tokenizer, load_tokenizer
-from tests.helpers_toy import tiny_world_cfg
+from tests.helpers.toy import tiny_world_cfg
 
 
 def test_same_seed_same_kb_and_other_seed_differs():

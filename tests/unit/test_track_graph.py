@@ -7,7 +7,7 @@ import pytest
 
 from ghost_lens.config import TrackerConfig
 from ghost_lens.tracking import Node, TrackGraph, format_node_id, parse_node_id, plot_tracks, track_trace
-from tests.helpers_trace import random_trace
+from tests.helpers.trace import random_trace
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from ghost_lens.config import TrackerConfig
 from ghost_lens.tracking import TrackGraph, feature_names, metrics_dict, track_example, track_trace
 from ghost_lens.tracking.metrics import batch_metrics
 from ghost_lens.tracking.tracker import Tracker
-from tests.helpers_trace import random_trace
+from tests.helpers.trace import random_trace
 
 
 def reference_metrics(graph: TrackGraph) -> dict[str, float]:

@@ -12,7 +12,7 @@ from ghost_lens.tracking import track_example, track_trace
 from ghost_lens.tracking.detections import TraceArrays, tracked_positions
 from ghost_lens.tracking.metrics import feature_names, scale_feature_names
 from ghost_lens.tracking.tracker import Tracker
-from tests.helpers_trace import make_trace, random_trace, unit
+from tests.helpers.trace import make_trace, random_trace, unit
 from tests.unit.test_track_metrics import reference_metrics
 
 

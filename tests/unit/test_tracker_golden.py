@@ -13,7 +13,7 @@ from ghost_lens.errors import ConfigError
 from ghost_lens.tracking import Node, metrics_dict, random_decoders, track_example, track_trace
 from ghost_lens.tracking.association import match_greedy, match_optimal
 from ghost_lens.tracking.detections import tracked_positions
-from tests.helpers_trace import make_trace, random_trace, unit
+from tests.helpers.trace import make_trace, random_trace, unit
 
 ALL = TrackerConfig(positions="all")
 SEMANTIC_ONLY = TrackerConfig(

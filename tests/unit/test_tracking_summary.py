@@ -17,7 +17,7 @@ from ghost_lens.tracking import (
     tuning_hints,
     write_tracking_summary,
 )
-from tests.helpers_trace import make_trace, random_trace, unit
+from tests.helpers.trace import make_trace, random_trace, unit
 
 ALL = TrackerConfig(positions="all")
 

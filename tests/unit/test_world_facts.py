@@ -21,7 +21,7 @@ from ghost_lens.data.world_facts import (
 from ghost_lens.errors import DatasetError
 from ghost_lens.run_report import dataset_paragraph
 from tests.helpers import tiny_model
-from tests.helpers_hub import tiny_tokenizer
+from tests.helpers.hub import tiny_tokenizer
 
 CAPITAL = {"kind": "name", "keywords": RELATIONS["capital"].keywords}
 CHATML = ("{% for m in messages %}{{ '<|endoftext|>' + m['role'] + '\n' + m['content'] + '<|endoftext|>\n' }}"

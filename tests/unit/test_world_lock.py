@@ -11,7 +11,7 @@ import pytest
 
 import ghost_lens.toy.build
 from ghost_lens.toy.world import INFO_FILE, get_world, world_path
-from tests.helpers_toy import tiny_world_cfg
+from tests.helpers.toy import tiny_world_cfg
 
 
 class FakeBuild:

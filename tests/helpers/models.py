@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from tests.helpers_hub import _CORPUS
+from tests.helpers.hub import _CORPUS
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 

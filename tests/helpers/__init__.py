@@ -1,6 +1,16 @@
-"""Shared test builders (tiny models from a config, no hub, fixed seed): the one tiny HookedTransformer, the one
-byte-level BPE tokenizer trainer and the one SAELens SAE constructor that the other helper modules build on
-(``helpers_capture``, ``helpers_hub``, ``helpers_models`` keep their public names as thin wrappers)."""
+"""Every test builder, in one package (tiny models from a config, no hub, fixed seeds).
+
+This module holds the one tiny HookedTransformer, the one byte-level BPE tokenizer trainer and the one SAELens SAE
+constructor; the sub-modules build on them, one per kind of fixture:
+
+- :mod:`tests.helpers.capture`: a tiny model with a GPT-2-style tokenizer, tiny random SAEs, a few examples;
+- :mod:`tests.helpers.trace`: hand-made and random FeatureTraces for the tracker (no model);
+- :mod:`tests.helpers.detect`: synthetic detection datasets with known structure;
+- :mod:`tests.helpers.toy`: a tiny toy-facts world config;
+- :mod:`tests.helpers.models`: a tiny Llama folder and GGUF file for the local-checkpoint loaders;
+- :mod:`tests.helpers.hub`: offline Hugging Face hub caches (pytest fixtures, loaded by ``conftest.py``);
+- :mod:`tests.helpers.cli`: in-process CLI invocation and the one-line-error check.
+"""
 
 from __future__ import annotations
 

@@ -23,8 +23,8 @@ subprocesses and late importers; it works whether or not the libraries were impo
 loader.
 
 Use: the ``offline_hub`` fixture (function scope: patches for one test) over ``offline_hub_cache`` (session
-scope: builds once, 0.2 s). Register both with ``pytest_plugins = ["tests.helpers_hub"]`` in ``tests/conftest.py``
-or import them into a test module (``from tests.helpers_hub import offline_hub, offline_hub_cache``).
+scope: builds once, 0.2 s). Register both with ``pytest_plugins = ["tests.helpers.hub"]`` in ``tests/conftest.py``
+or import them into a test module (``from tests.helpers.hub import offline_hub, offline_hub_cache``).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from ghost_lens_cli.main import app
-from tests.helpers_toy import TINY_WORLD
+from tests.helpers.toy import TINY_WORLD
 
 runner = CliRunner(env={"COLUMNS": "200"})  # wide: rich tables keep their cells on one line
 
