@@ -210,27 +210,20 @@ def evaluate(
     y = check_labels(labels)
     n = y.size
     g = group_codes(groups, n)
-    id_list = [str(i) for i in ids]
-    if len(id_list) != n:
-        raise DatasetError(f"expected {n} ids, got {len(id_list)}")
+    id_list = _id_list(ids, n)
     grps = _as_groups(feature_groups, track_features, feature_names, n)
     kind = _kind_array(kinds, n)
     selected, warnings = _select_groups(cfg_detector.features, grps)
     X, names = _concat(grps, selected)
     seeds, folds, notes = _repeat_folds(y, g, cfg_eval)
     requested = list(cfg_eval.baselines)
-
-    def detector_on(cols: list[str]) -> Callable[[], HallucinationDetector]:
-        return lambda: HallucinationDetector.from_config(cfg_detector, cols, random_state=cfg_eval.seed)
-
+    detector_on = _detector_on(cfg_detector, cfg_eval.seed)
     detector_on(names)()  # a half-present tracks group (entropy without churn) fails here, before any fitting
     methods = [Method("detector", "detector", f"the detector on {' + '.join(selected)}", X, detector_on(names),
                       True)]
     settings, own = ablation_settings(list(grps), selected)
     methods += _ablation_methods(grps, settings, own, detector_on)
-    if baseline_inputs.kind is None and kind is not None:
-        baseline_inputs = dataclasses.replace(baseline_inputs, kind=[None if k is None else str(k) for k in kind])
-    competitors, skipped = _competitors(baseline_inputs, requested, X, selected, n, cfg_eval.probe_c)
+    competitors, skipped = _competitors(baseline_inputs, kind, requested, X, selected, n, cfg_eval.probe_c)
     methods += competitors
     if "random_decoder" in requested:
         _add_random_decoder(methods, skipped, random_decoder_features, selected, X, names, detector_on,
@@ -247,6 +240,23 @@ def evaluate(
     methods = [m for m in methods if m.name not in failed]
     ctx = _Context(y, g, folds, kind, cfg_detector, cfg_eval, selected, grps, names, settings, own)
     return _assemble(ctx, methods, oof, det_fit, id_list, notes + warnings, skipped, X)
+
+
+def _id_list(ids: Sequence[Any], n: int) -> list[str]:
+    """The example ids as strings, one per example."""
+    id_list = [str(i) for i in ids]
+    if len(id_list) != n:
+        raise DatasetError(f"expected {n} ids, got {len(id_list)}")
+    return id_list
+
+
+def _detector_on(cfg_detector: DetectorConfig, seed: int) -> Callable[[list[str]], Callable[[], HallucinationDetector]]:
+    """``detector_on(columns)``: the factory of fresh detectors on those columns that a :class:`Method` fits."""
+
+    def detector_on(cols: list[str]) -> Callable[[], HallucinationDetector]:
+        return lambda: HallucinationDetector.from_config(cfg_detector, cols, random_state=seed)
+
+    return detector_on
 
 
 def _select_groups(wanted: Sequence[str], grps: Mapping[str, _Group]) -> tuple[list[str], list[str]]:
@@ -275,9 +285,13 @@ def _repeat_folds(y: np.ndarray, g: np.ndarray, cfg_eval: EvalConfig) -> tuple[l
 
 
 def _competitors(
-    inputs: BaselineInputs, requested: list[str], X: np.ndarray, selected: list[str], n: int, probe_c: float,
+    inputs: BaselineInputs, kind: np.ndarray | None, requested: list[str], X: np.ndarray, selected: list[str], n: int,
+    probe_c: float,
 ) -> tuple[list[Method], dict[str, str]]:
-    """The baselines, the per-layer probes and the stacked scorers, and the methods skipped (name -> reason)."""
+    """The baselines, the per-layer probes and the stacked scorers, and the methods skipped (name -> reason);
+    ``kind`` (the examples' kinds) fills the baseline inputs' when they have none."""
+    if inputs.kind is None and kind is not None:
+        inputs = dataclasses.replace(inputs, kind=[None if k is None else str(k) for k in kind])
     baselines, skipped, probes = build_baselines(inputs, requested, n, probe_c)
     methods = baselines + probes
     stacked, why = _stacked_method(inputs, X, selected, n)
