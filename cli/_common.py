@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import functools
 import logging
-import sys
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+
+from ghost_lens.run_folder import DEFAULT_RUN_DIR
 
 console = Console()
 err_console = Console(stderr=True)
@@ -30,6 +31,16 @@ ConfigOpt = Annotated[
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override any config field, e.g. --set tracker.top_k_features=100 (repeatable)."),
+]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="toy-facts or a TransformerLens model name.")]
+ReleaseOpt = Annotated[
+    str | None, typer.Option("--sae-release", help="SAELens release, Hugging Face repo id, or toy-facts-res.")
+]
+SaeDirOpt = Annotated[str | None, typer.Option("--sae-dir", help="Folder of SAELens-saved SAEs, one per layer.")]
+LayersOpt = Annotated[str | None, typer.Option("--layers", help="Layers, e.g. '0,4,8' or '0-11'.")]
+RunOpt = Annotated[
+    str | None,
+    typer.Option("--run", "-r", help=f"Run folder written by `ghost-lens track` (default {DEFAULT_RUN_DIR})."),
 ]
 
 
@@ -78,22 +89,10 @@ def handle_errors(fn: F) -> F:
 
 
 def load_run_config(config: str | None, overrides: list[str] | None, **fields: Any):
-    """The config file (or the dataclass defaults), then command-line fields, then ``--set`` overrides."""
-    from ghost_lens.config import load_config
-    from ghost_lens.config_io import apply_overrides
+    """The options as a run config (:func:`ghost_lens.config.run_config_from_options`)."""
+    from ghost_lens.config import run_config_from_options
 
-    cfg = load_config(config)
-    flat = [f"{k}={_yaml_value(v)}" for k, v in fields.items() if v is not None]
-    cfg = apply_overrides(cfg, flat)
-    return apply_overrides(cfg, overrides)
-
-
-def _yaml_value(v: Any) -> str:
-    import json
-
-    if isinstance(v, str):
-        return json.dumps(v)  # quoted: "gpt2" stays a string, "1" stays "1"
-    return json.dumps(v)
+    return run_config_from_options(config, overrides, **fields)
 
 
 def parse_int_list(
@@ -120,7 +119,6 @@ def parse_int_list(
     return sorted(set(out)) if sort else out
 
 
-def exit_usage(msg: str) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False, soft_wrap=True)
-    sys.stdout.flush()
-    raise typer.Exit(2)
+def parse_layers(spec: str | None) -> list[int] | None:
+    """``"0,2,5-7"`` -> ``[0, 2, 5, 6, 7]``."""
+    return parse_int_list(spec, "--layers")

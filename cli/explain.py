@@ -2,29 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from ghost_lens_cli._common import console, handle_errors
-from ghost_lens_cli.track import default_out
-
-DEFAULT_RUN = default_out("toy-facts", "toy-facts")
-RunOpt = Annotated[
-    str | None, typer.Option("--run", "-r", help=f"Run folder written by `ghost-lens track` (default {DEFAULT_RUN}).")
-]
-
-
-def run_folder(run: str | None) -> Path:
-    """The run folder to read; a missing one is a one-line error telling how to make it."""
-    from ghost_lens.errors import RunFolderError
-
-    path = Path(run or DEFAULT_RUN)
-    if not path.is_dir():
-        hint = "run `ghost-lens track` first" + ("" if run else ", or pass --run")
-        raise RunFolderError(f"no run folder at {path}: {hint}")
-    return path
+from ghost_lens_cli._common import RunOpt, console, handle_errors
 
 
 def _pct(p: float) -> str:
@@ -123,8 +105,9 @@ def _explain(prompt, answer, run, top, as_json) -> None:
 
     from ghost_lens.detect.verdicts import clean_json
     from ghost_lens.explain import explain as explain_example
+    from ghost_lens.run_folder import existing_run_dir
 
-    run_dir = run_folder(run)
+    run_dir = existing_run_dir(run)  # --run, else the bare `ghost-lens track` run; missing: one line
     # libraries print while loading (e.g. "Moving model to device"): keep stdout clean for --json
     with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
         result = explain_example(run_dir, prompt, answer, n_tracks=top, progress=not as_json)

@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ghost_lens_cli._common import console, handle_errors, parse_int_list
-from ghost_lens_cli.explain import RunOpt, run_folder
+from ghost_lens_cli._common import RunOpt, console, handle_errors, parse_int_list
 
 
 def parse_features(spec: str | None) -> list[int] | None:
@@ -63,13 +62,12 @@ def interpret(
 def _interpret(layer, run, top, features, window, rows, out, force) -> None:
     from rich.markup import escape
 
-    from ghost_lens.interpret import interpret_run, output_path, write_interpretation
+    from ghost_lens.interpret import interpret_to_file
+    from ghost_lens.run_folder import existing_run_dir
 
-    run_dir = run_folder(run)
+    run_dir = existing_run_dir(run)
     feature_ids = parse_features(features)
-    path = output_path(run_dir, layer, out, force=force)
-    result = interpret_run(run_dir, layer, top=top, features=feature_ids, window=window)
-    write_interpretation(result, path)
+    result, path = interpret_to_file(run_dir, layer, out, force=force, top=top, features=feature_ids, window=window)
     console.print(features_table(result, rows))
     console.print(f"per-feature JSON ({len(result['features'])} features): [bold]{escape(str(path))}[/]",
                   soft_wrap=True)

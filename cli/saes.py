@@ -7,21 +7,20 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ghost_lens_cli._common import ConfigOpt, SetOpt, console, handle_errors, load_run_config, parse_int_list
+from ghost_lens_cli._common import (
+    ConfigOpt,
+    LayersOpt,
+    ModelOpt,
+    ReleaseOpt,
+    SaeDirOpt,
+    SetOpt,
+    console,
+    handle_errors,
+    load_run_config,
+    parse_layers,
+)
 
 app = typer.Typer(help="SAE bundles: list SAELens releases, evaluate a bundle's quality.", no_args_is_help=True)
-
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="toy-facts or a TransformerLens model name.")]
-ReleaseOpt = Annotated[
-    str | None, typer.Option("--sae-release", help="SAELens release, Hugging Face repo id, or toy-facts-res.")
-]
-SaeDirOpt = Annotated[str | None, typer.Option("--sae-dir", help="Folder of SAELens-saved SAEs, one per layer.")]
-LayersOpt = Annotated[str | None, typer.Option("--layers", help="Layers, e.g. '0,4,8' or '0-11'.")]
-
-
-def parse_layers(spec: str | None) -> list[int] | None:
-    """``"0,2,5-7"`` -> ``[0, 2, 5, 6, 7]``."""
-    return parse_int_list(spec, "--layers")
 
 
 @app.command("list")
@@ -76,30 +75,15 @@ def eval_cmd(
 
     SAEs trained by ghost-lens (train-saes, the built-in smollm2-135m-res) carry the quality measured on their
     held-out text; it is shown unless --dataset asks for a new measurement."""
+    from ghost_lens.saes.quality import run_bundle_quality
 
-    from ghost_lens.config import prefer_typed_sae_source, with_default_sae_source
-    from ghost_lens.errors import ConfigError
-    from ghost_lens.pipeline import load_model_and_bundle, tokens_for_quality
-
-    if num_samples < 1:
-        raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
-    if ce_sequences < 0:
-        raise ConfigError(f"--ce-sequences must be >= 0, got {ce_sequences}")
     cfg = load_run_config(config, set_, model=model, sae_release=sae_release, sae_dir=sae_dir,
                           dataset=dataset, **{"capture.layers": parse_layers(layers)})
-    cfg = with_default_sae_source(prefer_typed_sae_source(cfg, sae_release=sae_release, sae_dir=sae_dir))
-    model_obj, bundle = load_model_and_bundle(cfg, progress=True)
-    saved = bundle.saved_quality()
-    if dataset is None and all(q is not None for q in saved.values()):
-        quality = saved
-        where = "saved at training, on held-out text"
-    else:
-        from ghost_lens.saes.quality import bundle_quality
-
-        tokens = tokens_for_quality(model_obj, cfg, num_samples)
-        quality = bundle_quality(model_obj, bundle, tokens, ce_sequences=ce_sequences)
-        where = f"measured on {cfg.dataset}"
-    console.print(quality_table(quality, bundle, escape(f"SAE quality: {bundle.source} ({where})")))
+    report = run_bundle_quality(cfg, remeasure=dataset is not None, num_samples=num_samples,
+                                ce_sequences=ce_sequences, progress=True)
+    where = ("saved at training, on held-out text" if report.measured_on is None
+             else f"measured on {report.measured_on}")
+    console.print(quality_table(report.quality, report.bundle, escape(f"SAE quality: {report.bundle.source} ({where})")))
 
 
 def quality_table(quality: dict, bundle, title: str):

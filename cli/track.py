@@ -8,8 +8,18 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from ghost_lens_cli._common import ConfigOpt, SetOpt, console, handle_errors, load_run_config
-from ghost_lens_cli.saes import LayersOpt, ModelOpt, ReleaseOpt, SaeDirOpt, parse_layers
+from ghost_lens_cli._common import (
+    ConfigOpt,
+    LayersOpt,
+    ModelOpt,
+    ReleaseOpt,
+    SaeDirOpt,
+    SetOpt,
+    console,
+    handle_errors,
+    load_run_config,
+    parse_layers,
+)
 
 DatasetOpt = Annotated[
     str | None,
@@ -23,12 +33,6 @@ DeviceOpt = Annotated[
     typer.Option("--device", help="cpu | cuda | cuda:N | auto (CUDA when available); beats the config's `device`. "
                                   "The capture's dtype is `--set capture.dtype=bfloat16` (float32 / float16)."),
 ]
-
-
-def default_out(model: str, dataset: str) -> str:
-    from pathlib import Path
-
-    return f"runs/{model.replace('/', '_')}_{Path(dataset).stem if Path(dataset).suffix else dataset}"
 
 
 def summary_table(rows: list[tuple], title: str):
@@ -83,7 +87,6 @@ def track(
 
 @handle_errors
 def _track(model, sae_release, sae_dir, dataset, config, layers, num_samples, out, force, device, set_) -> None:
-    from ghost_lens.config import prefer_typed_sae_source, with_default_sae_source
     from ghost_lens.constants import REPORT
     from ghost_lens.run_report import split_description
     from ghost_lens.track_run import run_track
@@ -91,10 +94,7 @@ def _track(model, sae_release, sae_dir, dataset, config, layers, num_samples, ou
     fields = {"model": model, "sae_release": sae_release, "sae_dir": sae_dir, "dataset": dataset,
               "num_samples": num_samples, "capture.layers": parse_layers(layers), "device": device}
     cfg = load_run_config(config, set_, **fields)
-    cfg = prefer_typed_sae_source(cfg, sae_release=sae_release, sae_dir=sae_dir)
-    cfg = with_default_sae_source(cfg)  # no source named: the model's built-in bundle (toy-facts-res ...)
-    out = out or default_out(cfg.model, cfg.dataset)
-    run = run_track(cfg, out, force=force, progress=True, argv=sys.argv)
+    run = run_track(cfg, out, force=force, progress=True, argv=sys.argv)  # no --out: runs/MODEL_DATASET
     if run is None:  # a data-parallel rank other than 0: its shards are written, rank 0 writes the run
         return
     ev = run.evaluation

@@ -6,8 +6,7 @@ from typing import Annotated
 
 import typer
 
-from ghost_lens_cli._common import console, handle_errors
-from ghost_lens_cli.explain import RunOpt, run_folder
+from ghost_lens_cli._common import RunOpt, console, handle_errors
 
 SHORT = {"top_k_features": "k", "association_threshold": "assoc", "semantic_weight": "sem",
          "activation_weight": "act", "position_weight": "pos", "birth_threshold": "birth",
@@ -74,17 +73,12 @@ def tune(
 def _tune(run, grid, optuna, storage, study_name, n_bootstrap, out, force) -> None:
     from rich.markup import escape
 
-    from ghost_lens.track_run import make_progress
-    from ghost_lens.tune import load_grid, results_path
-    from ghost_lens.tune import tune as tune_run
+    from ghost_lens.run_folder import existing_run_dir
+    from ghost_lens.tune import tune_to_file
 
-    run_dir = run_folder(run)
-    path = results_path(run_dir, out, force=force)
-    points = load_grid(grid) if grid else None
-    with make_progress(True) as prog:
-        result = tune_run(run_dir, points, n_bootstrap=n_bootstrap, optuna_trials=optuna,
-                            storage=storage, study_name=study_name, progress=prog)
-    result.save(path)
+    run_dir = existing_run_dir(run)
+    result, path = tune_to_file(run_dir, grid, out, force=force, n_bootstrap=n_bootstrap, optuna_trials=optuna,
+                                storage=storage, study_name=study_name, progress=True)
     console.print(results_table(result))
     if any(p.same_as_run for p in result.points):
         console.print("[dim]* = the run's own tracker and detector config; len = average track length (layers); "

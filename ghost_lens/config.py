@@ -386,3 +386,17 @@ def with_default_sae_source(cfg: RunConfig) -> RunConfig:
 
     release = builtin_release(cfg.model)
     return cfg if release is None else dataclasses.replace(cfg, sae_release=release)
+
+
+def run_config_from_options(config: str | Path | None, overrides: list[str] | None = None, **typed: Any) -> RunConfig:
+    """What a command line means: the config file (a path or a packaged name; ``None``: the dataclass defaults),
+    then the typed options (``typed``: dotted keys, ``None`` = not typed), then ``--set`` overrides; a typed
+    ``sae_release`` / ``sae_dir`` then wins over the file's other source (:func:`prefer_typed_sae_source`), and a
+    config naming no SAE source gets the model's built-in bundle (:func:`with_default_sae_source`)."""
+    import json
+
+    cfg = load_config(config)
+    flat = [f"{key}={json.dumps(value)}" for key, value in typed.items() if value is not None]  # "1" stays a string
+    cfg = apply_overrides(apply_overrides(cfg, flat), overrides)
+    cfg = prefer_typed_sae_source(cfg, sae_release=typed.get("sae_release"), sae_dir=typed.get("sae_dir"))
+    return with_default_sae_source(cfg)

@@ -23,12 +23,16 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ghost_lens import constants as C
 from ghost_lens.errors import RunFolderError
+
+if TYPE_CHECKING:
+    from ghost_lens.tracking import TrackingResult
+    from ghost_lens.tracking.graph import TrackGraph
 
 logger = logging.getLogger(__name__)
 
@@ -230,12 +234,7 @@ def explain(
     threshold = float(np.median(per_fold)) if per_fold else None
 
     labels = np.asarray(run_tracking.labels) if run_tracking.labels is not None else None
-    metrics = {m: _compare(float(tracking.column(m)[0]), run_tracking.column(m), labels)
-               for m in TRACK_METRICS_SHOWN if m in tracking.feature_names}
-    for m, sign in (("entropy", getattr(detector, "entropy_sign_", None)),
-                    ("churn", getattr(detector, "churn_sign_", None))):
-        if m in metrics and sign is not None:
-            metrics[m]["detector_sign"] = int(sign)  # +1: higher is scored as more hallucinated
+    metrics = _compare_tracks(tracking, run_tracking, labels, detector)
     run_signals = _run_output_signals(run_dir)
     signals = {k: _compare(float(getattr(trace, k)[0]), v, labels) for k, v in run_signals.items()}
 
@@ -250,13 +249,33 @@ def explain(
     if not (run_metrics.get("conclusion") or {}).get("detector_above_chance", True):
         result.notes.append("the run's detector is not above chance: read this probability as noise")
     if save:
-        from ghost_lens.tracking import plot_tracks
-
-        result.plot = unique_path(run_dir / EXPLAIN_DIR, slug(f"{prompt} {answer}"), ".png")
-        plot_tracks(graph, result.plot, title=f"{prompt!r} -> {answer!r}: p(halluc.) {prob:.2f}")
-        result.record = result.plot.with_suffix(".json")
-        from ghost_lens.detect.verdicts import clean_json
-        from ghost_lens.io import atomic_write_text
-
-        atomic_write_text(result.record, json.dumps(clean_json(result.as_dict()), indent=1))
+        _save(result, graph)
     return result
+
+
+def _compare_tracks(
+    tracking: TrackingResult, run_tracking: TrackingResult, labels: np.ndarray | None, detector: Any
+) -> dict[str, dict[str, Any]]:
+    """The example's shown track metrics against the run's, with the sign the detector gives entropy and churn."""
+    metrics = {m: _compare(float(tracking.column(m)[0]), run_tracking.column(m), labels)
+               for m in TRACK_METRICS_SHOWN if m in tracking.feature_names}
+    for m, sign in (("entropy", getattr(detector, "entropy_sign_", None)),
+                    ("churn", getattr(detector, "churn_sign_", None))):
+        if m in metrics and sign is not None:
+            metrics[m]["detector_sign"] = int(sign)  # +1: higher is scored as more hallucinated
+    return metrics
+
+
+def _save(result: Explanation, graph: TrackGraph) -> None:
+    """Write the explanation's track plot and JSON record under ``RUN/explain/`` (sets ``result.plot`` and
+    ``result.record``)."""
+    from ghost_lens.tracking import plot_tracks
+
+    prompt, answer = result.prompt, result.answer
+    result.plot = unique_path(result.run / EXPLAIN_DIR, slug(f"{prompt} {answer}"), ".png")
+    plot_tracks(graph, result.plot, title=f"{prompt!r} -> {answer!r}: p(halluc.) {result.probability:.2f}")
+    result.record = result.plot.with_suffix(".json")
+    from ghost_lens.detect.verdicts import clean_json
+    from ghost_lens.io import atomic_write_text
+
+    atomic_write_text(result.record, json.dumps(clean_json(result.as_dict()), indent=1))

@@ -20,6 +20,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,23 +86,10 @@ def interpret_layer(
 
     ``features``: only these feature ids (default: every feature active in the capture, by activation mass).
     """
-    if not trace.full_contexts:
-        raise ConfigError("this capture kept only the last prompt token and the answer (capture.positions: tracked); "
-                          "interpret needs full contexts: rerun `ghost-lens track` with --set capture.positions=all")
-    layers = trace.layers
-    if layer not in layers:
-        raise ConfigError(f"layer {layer} is not in the capture (layers available: {', '.join(map(str, layers))})")
-    j = layers.index(layer)
-    info = (trace.meta.get("sae_info") or {}).get("layers", {}).get(str(layer), {})
+    j, info = _layer_position(trace, layer)
     d_sae = info.get("d_sae")
     npd_id = info.get("neuronpedia_id")
-    if top < 1 or window < 0:
-        raise ConfigError("--top must be >= 1 and --window >= 0")
-
-    if features is not None:
-        bad = [f for f in features if f < 0 or (d_sae is not None and f >= d_sae)]
-        if bad:
-            raise ConfigError(f"--features: {bad[0]} is not a feature of the layer-{layer} SAE (width {d_sae})")
+    _check_options(layer, top, window, features, d_sae)
 
     rows, feat, act = _occurrences(trace, j)
     offsets = trace.offsets.numpy()
@@ -109,7 +97,67 @@ def interpret_layer(
     n_tok = int(trace.tokens.numel())
     labels = np.asarray(trace.meta.get("labels", [0] * trace.n_examples), dtype=np.int64)
     size = int(max(feat.max(initial=-1) + 1, d_sae or 0, max(features or [], default=-1) + 1))
+    stats = _feature_stats(feat, act, ex, labels, size, trace.n_examples)
+    if features is not None:
+        chosen = list(dict.fromkeys(int(f) for f in features))
+    else:
+        active = np.flatnonzero(stats.count)
+        chosen = active[np.argsort(-stats.mass[active], kind="stable")].tolist()
 
+    decode, joiner = _decoder(trace.meta.get("vocab", {}))
+    tokens = trace.tokens.numpy()
+    ids = trace.meta.get("ids", [str(i) for i in range(trace.n_examples)])
+    tops = _top_occurrences(stats.best, feat, act, chosen, top)
+    commons = _common_tokens(tokens[rows], feat, chosen, n_common)
+    entries = []
+    for f, occ, common in zip(chosen, tops, commons, strict=True):
+        examples = [_example(trace, tokens, offsets, ids, labels, int(ex[o]), int(rows[o]), float(act[o]), window,
+                             decode, joiner) for o in occ]
+        entries.append(_feature_entry(f, stats, n_tok, common, examples, decode, npd_id))
+    return _layer_summary(trace, layer, info, n_tok, labels, stats.count, window, entries)
+
+
+def _layer_position(trace: FeatureTrace, layer: int) -> tuple[int, dict[str, Any]]:
+    """The position of ``layer`` among the capture's layers and its SAE's ``sae_info`` (a capture with full
+    contexts only)."""
+    if not trace.full_contexts:
+        raise ConfigError("this capture kept only the last prompt token and the answer (capture.positions: tracked); "
+                          "interpret needs full contexts: rerun `ghost-lens track` with --set capture.positions=all")
+    layers = trace.layers
+    if layer not in layers:
+        raise ConfigError(f"layer {layer} is not in the capture (layers available: {', '.join(map(str, layers))})")
+    return layers.index(layer), (trace.meta.get("sae_info") or {}).get("layers", {}).get(str(layer), {})
+
+
+def _check_options(layer: int, top: int, window: int, features: Sequence[int] | None, d_sae: int | None) -> None:
+    """``top`` / ``window`` in range, every requested feature a feature of the layer's SAE."""
+    if top < 1 or window < 0:
+        raise ConfigError("--top must be >= 1 and --window >= 0")
+    if features is not None:
+        bad = [f for f in features if f < 0 or (d_sae is not None and f >= d_sae)]
+        if bad:
+            raise ConfigError(f"--features: {bad[0]} is not a feature of the layer-{layer} SAE (width {d_sae})")
+
+
+@dataclass
+class _FeatureStats:
+    """Per-feature statistics ``[size]`` of the occurrences, and the strongest occurrence of each (feature,
+    example)."""
+
+    count: np.ndarray
+    mass: np.ndarray
+    sq: np.ndarray
+    peak: np.ndarray
+    n_ex: np.ndarray
+    n_ex_halluc: np.ndarray
+    best: np.ndarray
+    """Occurrence indices, one per (feature, example), grouped by feature."""
+
+
+def _feature_stats(
+    feat: np.ndarray, act: np.ndarray, ex: np.ndarray, labels: np.ndarray, size: int, n_examples: int
+) -> _FeatureStats:
+    """Step 2 of the module docstring, vectorised with ``bincount``."""
     count = np.bincount(feat, minlength=size)
     mass = np.bincount(feat, weights=act, minlength=size)
     sq = np.bincount(feat, weights=act**2, minlength=size)
@@ -117,63 +165,82 @@ def interpret_layer(
     np.maximum.at(peak, feat, act)
     # the strongest occurrence of each (feature, example): sort by feature, then activation descending
     order = np.lexsort((-act, feat))
-    key = feat[order] * trace.n_examples + ex[order]
+    key = feat[order] * n_examples + ex[order]
     _, first = np.unique(key, return_index=True)
     best = order[first]  # one occurrence per (feature, example), grouped by feature
     n_ex = np.bincount(feat[best], minlength=size)
     n_ex_halluc = np.bincount(feat[best], weights=labels[ex[best]], minlength=size)
+    return _FeatureStats(count, mass, sq, peak, n_ex, n_ex_halluc, best)
 
-    if features is not None:
-        chosen = list(dict.fromkeys(int(f) for f in features))
-    else:
-        active = np.flatnonzero(count)
-        chosen = active[np.argsort(-mass[active], kind="stable")].tolist()
 
-    # top examples per chosen feature: ``best`` sorted by (feature, activation descending)
-    best = best[np.lexsort((-act[best], feat[best]))]
+def _top_occurrences(
+    best: np.ndarray, feat: np.ndarray, act: np.ndarray, chosen: list[int], top: int
+) -> list[list[int]]:
+    """Per chosen feature, its ``top`` strongest occurrences among ``best`` (one per example), strongest first."""
+    best = best[np.lexsort((-act[best], feat[best]))]  # by (feature, activation descending)
     starts = np.searchsorted(feat[best], chosen, side="left")
     ends = np.searchsorted(feat[best], chosen, side="right")
-    decode, joiner = _decoder(trace.meta.get("vocab", {}))
-    tokens = trace.tokens.numpy()
-    ids = trace.meta.get("ids", [str(i) for i in range(trace.n_examples)])
-    # common tokens: the token ids of every occurrence, per feature
-    tok_of = tokens[rows]
+    return [best[s:e][:top].tolist() for s, e in zip(starts.tolist(), ends.tolist(), strict=True)]
+
+
+def _common_tokens(tok_of: np.ndarray, feat: np.ndarray, chosen: list[int], n_common: int) -> list[list[Any]]:
+    """Per chosen feature, the ``n_common`` token ids it fires on most often with their counts (``tok_of``: the
+    token id of every occurrence)."""
     by_feat = np.argsort(feat, kind="stable")
     f_sorted = feat[by_feat]
-
-    entries = []
-    for f, s, e in zip(chosen, starts.tolist(), ends.tolist(), strict=True):
-        c = int(count[f])
-        examples = []
-        for o in best[s:e][:top].tolist():
-            i = int(ex[o])
-            lo = int(offsets[i])
-            toks = tokens[lo: int(offsets[i + 1])].tolist()
-            pos = int(rows[o]) - lo
-            examples.append({
-                "example": ids[i], "label": int(labels[i]), "pos": pos, "token": decode(toks[pos]),
-                "in_answer": int(trace.answer_start[i]) <= pos < int(trace.answer_end[i]),
-                "activation": float(act[o]), "context": context(toks, pos, window, decode, joiner),
-            })
+    out = []
+    for f in chosen:
         a, b = np.searchsorted(f_sorted, [f, f + 1])
-        common = Counter(tok_of[by_feat[a:b]].tolist()).most_common(n_common)
-        mean = float(mass[f] / c) if c else 0.0
-        entries.append({
-            "feature": int(f),
-            "active_tokens": c,
-            "token_rate": c / n_tok if n_tok else 0.0,
-            "active_examples": int(n_ex[f]),
-            "hallucinated_share": float(n_ex_halluc[f] / n_ex[f]) if n_ex[f] else None,
-            "mean_activation": mean,
-            "std_activation": float(np.sqrt(max(sq[f] / c - mean**2, 0.0))) if c else 0.0,
-            "max_activation": float(peak[f]) if c else 0.0,
-            "activation_mass": float(mass[f]) if c else 0.0,
-            "dead": c == 0,
-            "common_tokens": [{"token": decode(t), "count": int(k)} for t, k in common],
-            "top_examples": examples,
-            "neuronpedia": f"https://www.neuronpedia.org/{npd_id}/{f}" if npd_id else None,
-        })
+        out.append(Counter(tok_of[by_feat[a:b]].tolist()).most_common(n_common))
+    return out
 
+
+def _example(
+    trace: FeatureTrace, tokens: np.ndarray, offsets: np.ndarray, ids: Sequence[str], labels: np.ndarray, i: int,
+    row: int, activation: float, window: int, decode: Any, joiner: str,
+) -> dict[str, Any]:
+    """One top example: example ``i``, its token at capture row ``row`` and the context around it."""
+    lo = int(offsets[i])
+    toks = tokens[lo: int(offsets[i + 1])].tolist()
+    pos = row - lo
+    return {
+        "example": ids[i], "label": int(labels[i]), "pos": pos, "token": decode(toks[pos]),
+        "in_answer": int(trace.answer_start[i]) <= pos < int(trace.answer_end[i]),
+        "activation": activation, "context": context(toks, pos, window, decode, joiner),
+    }
+
+
+def _feature_entry(
+    f: int, stats: _FeatureStats, n_tok: int, common: list[Any], examples: list[dict[str, Any]], decode: Any,
+    npd_id: str | None,
+) -> dict[str, Any]:
+    """The report of feature ``f``: its statistics, common tokens, top examples and Neuronpedia page."""
+    c = int(stats.count[f])
+    mean = float(stats.mass[f] / c) if c else 0.0
+    return {
+        "feature": int(f),
+        "active_tokens": c,
+        "token_rate": c / n_tok if n_tok else 0.0,
+        "active_examples": int(stats.n_ex[f]),
+        "hallucinated_share": float(stats.n_ex_halluc[f] / stats.n_ex[f]) if stats.n_ex[f] else None,
+        "mean_activation": mean,
+        "std_activation": float(np.sqrt(max(stats.sq[f] / c - mean**2, 0.0))) if c else 0.0,
+        "max_activation": float(stats.peak[f]) if c else 0.0,
+        "activation_mass": float(stats.mass[f]) if c else 0.0,
+        "dead": c == 0,
+        "common_tokens": [{"token": decode(t), "count": int(k)} for t, k in common],
+        "top_examples": examples,
+        "neuronpedia": f"https://www.neuronpedia.org/{npd_id}/{f}" if npd_id else None,
+    }
+
+
+def _layer_summary(
+    trace: FeatureTrace, layer: int, info: dict[str, Any], n_tok: int, labels: np.ndarray, count: np.ndarray,
+    window: int, entries: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """The layer's report around the feature entries, with its dead features (step 4)."""
+    d_sae = info.get("d_sae")
+    npd_id = info.get("neuronpedia_id")
     alive = set(np.flatnonzero(count).tolist())
     dead = None if d_sae is None else [f for f in range(int(d_sae)) if f not in alive]
     return {
@@ -215,3 +282,14 @@ def write_interpretation(result: dict[str, Any], path: str | Path) -> Path:
     atomic_write_text(path, json.dumps(clean_json(result), indent=1, ensure_ascii=False))
     logger.info("feature interpretation written to %s", path)
     return path
+
+
+def interpret_to_file(
+    run_dir: str | Path, layer: int, out: str | Path | None = None, *, force: bool = False, **kwargs: Any
+) -> tuple[dict[str, Any], Path]:
+    """``ghost-lens interpret``: :func:`output_path` checked first (an existing file without ``force`` is one line,
+    nothing computed), then :func:`interpret_run` (``kwargs``: ``top``, ``features``, ``window``) written there by
+    :func:`write_interpretation`; returns the result and its path."""
+    path = output_path(run_dir, layer, out, force=force)
+    result = interpret_run(run_dir, layer, **kwargs)
+    return result, write_interpretation(result, path)

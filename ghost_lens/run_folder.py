@@ -279,7 +279,7 @@ def default_run_dir(model: str, dataset: str) -> Path:
     return Path("runs") / f"{model.replace('/', '_')}_{name}"
 
 
-DEFAULT_RUN_DIR = default_run_dir(RunConfig().model, RunConfig().dataset)
+DEFAULT_RUN_DIR = default_run_dir(RunConfig.model, RunConfig.dataset)  # the class defaults: nothing validated here
 """The run a bare ``ghost-lens track`` writes (``runs/toy-facts_toy-facts``): what ``explain``, ``interpret`` and
 ``tune`` read when no ``--run`` is given."""
 

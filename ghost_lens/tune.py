@@ -416,3 +416,20 @@ def tune(
     logger.info("best point %s: AUROC %.3f (optimistic: chosen on the evaluation folds)", results[0].name,
                 results[0].auroc["value"])
     return TuneResult(run_dir, results, ctx.eval.n_bootstrap, ctx.protocol(), ctx.run_detector_auroc)
+
+
+def tune_to_file(
+    run_dir: str | Path, grid_file: str | Path | None = None, out: str | Path | None = None, *, force: bool = False,
+    progress: bool = False, **kwargs: Any,
+) -> tuple[TuneResult, Path]:
+    """``ghost-lens tune``: :func:`results_path` checked first and the grid read from ``grid_file`` (:func:`load_grid`;
+    ``None``: :func:`tune`'s default), nothing computed when either fails; then :func:`tune` (``kwargs``:
+    ``n_bootstrap``, ``optuna_trials``, ``storage``, ``study_name``) under a progress bar when ``progress``, and the
+    results saved; returns them and their path."""
+    from ghost_lens.track_run import make_progress
+
+    path = results_path(run_dir, out, force=force)
+    points = load_grid(grid_file) if grid_file else None
+    with make_progress(progress) as prog:
+        result = tune(run_dir, points, progress=prog if progress else None, **kwargs)
+    return result, result.save(path)

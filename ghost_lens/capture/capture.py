@@ -117,7 +117,9 @@ def capture_tokens(
     """Capture from token ids: ``sequences[i]`` (1-d, BOS included when ``cfg.prepend_bos``) with the answer at
     ``sequences[i][start:end]`` for ``(start, end) = answer_spans[i]`` (``start >= 1``).
 
-    ``meta`` is merged into the trace's metadata (``ids``/``groups`` default to ``"0", "1", ...``).
+    ``meta`` is merged into the trace's metadata (``ids``/``groups`` default to ``"0", "1", ...``). Steps 2-6 of
+    the module docstring: truncate and window the sequences, preallocate the output (:class:`_Recorder`), one
+    forward pass per batch (:func:`_forward`), then the decoder tables and the trace.
     """
     if len(sequences) != len(answer_spans):
         raise ValueError(f"{len(sequences)} sequences but {len(answer_spans)} answer spans")
@@ -135,57 +137,28 @@ def capture_tokens(
     lengths = torch.tensor([s.numel() - lo for s, lo in zip(sequences, keep, strict=True)], dtype=torch.long)
     offsets = torch.cat([torch.zeros(1, dtype=torch.long), lengths.cumsum(0)])
     sae_list = [bundle[layer] for layer in layers]
-    k = min(cfg.top_k, *(sae.cfg.d_sae for sae in sae_list))
-    if k < cfg.top_k:
-        logger.warning("top_k=%d exceeds the narrowest SAE's width; keeping %d features per token", cfg.top_k, k)
+    k = _top_k(cfg.top_k, sae_list)
     store = torch.float16 if cfg.store_fp16 else torch.float32
     resid_store = torch.float16 if cfg.store_fp16 or cfg.residual_dtype == "float16" else torch.float32
     rec = _Recorder(sae_list, int(offsets[-1]), len(sequences), k, model.cfg.d_model, store, resid_store)
-    # Stop after the last block unless a hook lives after it (ln_final / unembed): logits are only needed at the
-    # positions predicting answer tokens.
-    full = any(not (n.startswith("blocks.") or n.startswith("hook_")) for n in names)
-    stop_at = None if full else model.cfg.n_layers
-    device = next(model.parameters()).device
     batches = plan_batches(sequences, spans, offsets.tolist(), cfg.batch_size, keep_from=keep)
     n_batches = -(-len(sequences) // cfg.batch_size)
-    hooks = [(name, rec.hook(j)) for j, name in enumerate(names)]
     logger.info(
         "capturing %d examples (%d tokens) at %d layers in %d batches", len(sequences), int(offsets[-1]), len(layers),
         n_batches,
     )
-    with torch.inference_mode(), model.hooks(fwd_hooks=hooks), _progress(progress, n_batches) as advance:
-        for batch in batches:
-            b = batch.to(device)
-            rec.batch = b
-            out = model(b.tokens, padding_side="right", stop_at_layer=stop_at)
-            pred = b.answer - 1
-            if full:
-                logits = out.reshape(-1, out.shape[-1]).index_select(0, pred)
-            else:
-                logits = final_logits(model, out.reshape(-1, out.shape[-1]).index_select(0, pred))
-            rec.answer_stats(logits, b)
-            rec.batch = None
-            advance()
+    _forward(model, rec, names, batches, _progress(progress, n_batches))
     dec_idx, dec_dir = rec.decoder_tables(torch.float16 if cfg.decoder_dtype == "float16" else torch.float32)
-    trace_meta: dict[str, Any] = {
-        "ids": ids,
-        "groups": list((meta or {}).get("groups", ids)),
-        **{key: value for key, value in (meta or {}).items() if key not in ("ids", "groups")},
-        "layers": layers,
-        "hook_names": names,
-        "model_name": model_name or model.cfg.model_name,
-        "sae_info": bundle.describe(),
-        "top_k": k,
-        "d_model": model.cfg.d_model,
-        "n_truncated": n_truncated,
-        "dtype": str(store).removeprefix("torch."),
-        "residual_dtype": str(resid_store).removeprefix("torch."),
-        "compute_dtype": cfg.dtype,
-        "decoder_dtype": cfg.decoder_dtype,
-        "positions": cfg.positions,
-        "capture_config": dataclasses.asdict(cfg),
-        "ghost_lens_version": __version__,
-    }
+    trace_meta = _trace_meta(model, bundle, cfg, ids, meta, model_name, k, n_truncated, store, resid_store)
+    return _to_trace(sequences, spans, keep, offsets, rec, dec_idx, dec_dir, trace_meta)
+
+
+def _to_trace(
+    sequences: list[Tensor], spans: list[tuple[int, int]], keep: list[int], offsets: Tensor, rec: _Recorder,
+    dec_idx: list[Tensor], dec_dir: list[Tensor], trace_meta: dict[str, Any],
+) -> FeatureTrace:
+    """The trace of the kept windows (``sequences[i][keep[i]:]``, spans shifted to match) from the filled
+    recorder."""
     return FeatureTrace(
         tokens=torch.cat([s[lo:] for s, lo in zip(sequences, keep, strict=True)]),
         offsets=offsets,
@@ -205,6 +178,67 @@ def capture_tokens(
         sae_totals=rec.totals,
         window_start=torch.tensor(keep, dtype=torch.long),
     )
+
+
+def _top_k(top_k: int, saes: Sequence[SAE]) -> int:
+    """``top_k``, capped at the narrowest SAE's width (with a warning)."""
+    k = min(top_k, *(sae.cfg.d_sae for sae in saes))
+    if k < top_k:
+        logger.warning("top_k=%d exceeds the narrowest SAE's width; keeping %d features per token", top_k, k)
+    return k
+
+
+def _forward(
+    model: HookedTransformer, rec: _Recorder, names: list[str], batches: Iterator[Batch],
+    progress: contextlib.AbstractContextManager[Callable[[], None]],
+) -> None:
+    """Steps 4-5: one forward pass per batch with ``rec``'s hooks at ``names``, then the answer statistics from the
+    logits at the positions predicting answer tokens."""
+    # Stop after the last block unless a hook lives after it (ln_final / unembed): logits are only needed at the
+    # positions predicting answer tokens.
+    full = any(not (n.startswith("blocks.") or n.startswith("hook_")) for n in names)
+    stop_at = None if full else model.cfg.n_layers
+    device = next(model.parameters()).device
+    hooks = [(name, rec.hook(j)) for j, name in enumerate(names)]
+    with torch.inference_mode(), model.hooks(fwd_hooks=hooks), progress as advance:
+        for batch in batches:
+            b = batch.to(device)
+            rec.batch = b
+            out = model(b.tokens, padding_side="right", stop_at_layer=stop_at)
+            pred = b.answer - 1
+            if full:
+                logits = out.reshape(-1, out.shape[-1]).index_select(0, pred)
+            else:
+                logits = final_logits(model, out.reshape(-1, out.shape[-1]).index_select(0, pred))
+            rec.answer_stats(logits, b)
+            rec.batch = None
+            advance()
+
+
+def _trace_meta(
+    model: HookedTransformer, bundle: SAEBundle, cfg: CaptureConfig, ids: list[str], meta: Mapping[str, Any] | None,
+    model_name: str | None, k: int, n_truncated: int, store: torch.dtype, resid_store: torch.dtype,
+) -> dict[str, Any]:
+    """The trace's metadata: the caller's ``meta``, then what was captured, how and with what."""
+    return {
+        "ids": ids,
+        "groups": list((meta or {}).get("groups", ids)),
+        **{key: value for key, value in (meta or {}).items() if key not in ("ids", "groups")},
+        "layers": bundle.layers,
+        "hook_names": [bundle.hook_names[layer] for layer in bundle.layers],
+        "model_name": model_name or model.cfg.model_name,
+        "sae_info": bundle.describe(),
+        "top_k": k,
+        "d_model": model.cfg.d_model,
+        "n_truncated": n_truncated,
+        "dtype": str(store).removeprefix("torch."),
+        "residual_dtype": str(resid_store).removeprefix("torch."),
+        "compute_dtype": cfg.dtype,
+        "decoder_dtype": cfg.decoder_dtype,
+        "positions": cfg.positions,
+        "capture_config": dataclasses.asdict(cfg),
+        "ghost_lens_version": __version__,
+    }
 
 
 def resolve_hooks(model: HookedTransformer, saes: Mapping[int, SAE], cfg: CaptureConfig) -> SAEBundle:

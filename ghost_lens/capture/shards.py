@@ -284,7 +284,7 @@ def capture_sharded(
     ``key`` and ``dataset_hash`` identify the capture (shards of another key are never reused); ``finish`` is
     called on each shard's trace with its examples before it is written (adds metadata, e.g. the vocabulary).
     """
-    from ghost_lens.capture.capture import capture_examples, resolve_hooks
+    from ghost_lens.capture.capture import resolve_hooks
 
     if not examples:
         raise DatasetError("no examples to capture")
@@ -293,12 +293,10 @@ def capture_sharded(
     shards_dir.mkdir(parents=True, exist_ok=True)
     (folder / CAPTURE_META).unlink(missing_ok=True)  # the index goes first: an incomplete capture has none
     saes = resolve_hooks(model, saes, cfg)  # one SAEBundle, validated once, described once for every shard
-    layers = saes.layers
     plan = plan_shards(len(examples), cfg.shard_size)
-    known = [torch.zeros(0, dtype=torch.int64) for _ in layers]
+    known = [torch.zeros(0, dtype=torch.int64) for _ in saes.layers]  # per layer: feature ids stored so far
     entries: list[dict[str, Any]] = []
-    common: dict[str, Any] | None = None
-    merged: dict[str, Any] = {"n_truncated": 0, "vocab": {}}
+    merged: dict[str, Any] = {"common": None, "n_truncated": 0, "vocab": {}}
     resumable = True
     advance = _batch_progress(progress, sum(-(-len(r) // cfg.batch_size) for r in plan))
     for i, rows in enumerate(plan):
@@ -309,12 +307,8 @@ def capture_sharded(
         full = shard_matches(meta, expected) and has_full_tables(shard_dir)
         if full or (resumable and shard_matches(meta, expected)):
             assert meta is not None
-            if full:  # captured by a data-parallel rank: self-contained, trimmed to what is new here
-                _trim_full_tables(shard_dir, known)
-                resumable = False  # an incremental shard after it leaned on other tables: captured again
-            else:
-                for j, ids in enumerate(_read_decoder_ids(shard_dir, len(layers))):
-                    known[j] = torch.cat([known[j], ids]).sort().values
+            _reuse_shard(shard_dir, full, known)
+            resumable = resumable and not full  # an incremental shard after a full one leaned on other tables
             for _ in range(-(-len(rows) // cfg.batch_size)):
                 advance()
             logger.info("capture shard %d/%d: reused (%d examples)", i + 1, len(plan), len(rows))
@@ -323,34 +317,74 @@ def capture_sharded(
                 logger.info("capture shard %d/%d does not match this capture: capturing it and the rest again",
                             i + 1, len(plan))
             resumable = False  # every shard after a recaptured one is recaptured too (incremental decoders)
-            if shard_dir.exists():
-                shutil.rmtree(shard_dir)
-            trace = capture_examples(model, saes, part, cfg, progress=advance, model_name=model_name)
-            if finish is not None:
-                finish(trace, part)
-            _drop_known(trace, known)
-            trace.meta["shard"] = expected
-            write_shard(trace, shard_dir)
-            meta = trace.meta
-            n_tok = int(trace.offsets[-1])
-            del trace
+            meta, n_tok = _capture_shard(model, saes, part, cfg, shard_dir, expected, known, advance, model_name,
+                                         finish)
             logger.info("capture shard %d/%d: %d examples, %d tokens kept", i + 1, len(plan), len(rows), n_tok)
-        entries.append({"name": shard_name(i), "n_examples": len(rows),
-                        "n_tokens": int(_n_tokens(shard_dir))})
-        merged["n_truncated"] += int(meta.get("n_truncated", 0))
-        merged["vocab"].update(meta.get("vocab") or {})
-        if common is None:
-            common = {k: v for k, v in meta.items() if k not in (*PER_EXAMPLE_META, *MERGED_META, "shard")}
-    for stale in sorted(shards_dir.iterdir()):  # shards of a longer capture that stood here before
-        if stale.name not in {e["name"] for e in entries}:
-            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
-    assert common is not None
-    index = {**common, "n_truncated": merged["n_truncated"], "capture_key": key, "dataset_hash": dataset_hash,
-             "n_examples": len(examples), "shard_format": SHARD_FORMAT, "shards": entries}
-    if merged["vocab"]:
-        index["vocab"] = dict(sorted(merged["vocab"].items(), key=lambda kv: int(kv[0])))
+        entries.append({"name": shard_name(i), "n_examples": len(rows), "n_tokens": int(_n_tokens(shard_dir))})
+        _merge_meta(merged, meta)
+    _remove_stale(shards_dir, {e["name"] for e in entries})
+    index = _index(merged, entries, key, dataset_hash, len(examples))
     atomic_write_json(folder / CAPTURE_META, index)  # last: the capture is complete
     return CaptureShards(folder, index)
+
+
+def _remove_stale(shards_dir: Path, names: set[str]) -> None:
+    """Remove the shards not in ``names``: those of a longer capture that stood here before."""
+    for stale in sorted(shards_dir.iterdir()):
+        if stale.name not in names:
+            shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+
+
+def _merge_meta(merged: dict[str, Any], meta: Mapping[str, Any]) -> None:
+    """Fold one shard's metadata into ``merged``: the first shard's shared keys, truncations summed, vocabularies
+    joined."""
+    merged["n_truncated"] += int(meta.get("n_truncated", 0))
+    merged["vocab"].update(meta.get("vocab") or {})
+    if merged["common"] is None:
+        merged["common"] = {k: v for k, v in meta.items() if k not in (*PER_EXAMPLE_META, *MERGED_META, "shard")}
+
+
+def _index(
+    merged: dict[str, Any], entries: list[dict[str, Any]], key: str | None, dataset_hash: str | None, n_examples: int
+) -> dict[str, Any]:
+    """The capture index (``capture.json``) of the shards ``entries``."""
+    common = merged["common"]
+    assert common is not None
+    index = {**common, "n_truncated": merged["n_truncated"], "capture_key": key, "dataset_hash": dataset_hash,
+             "n_examples": n_examples, "shard_format": SHARD_FORMAT, "shards": entries}
+    if merged["vocab"]:
+        index["vocab"] = dict(sorted(merged["vocab"].items(), key=lambda kv: int(kv[0])))
+    return index
+
+
+def _reuse_shard(shard_dir: Path, full: bool, known: list[torch.Tensor]) -> None:
+    """Keep a valid shard: a full one (captured by a data-parallel rank: self-contained) is trimmed to what is new
+    here; an incremental one's decoder ids join ``known``."""
+    if full:
+        _trim_full_tables(shard_dir, known)
+    else:
+        for j, ids in enumerate(_read_decoder_ids(shard_dir, len(known))):
+            known[j] = torch.cat([known[j], ids]).sort().values
+
+
+def _capture_shard(
+    model: HookedTransformer, saes: Mapping[int, SAE], part: Sequence[Example], cfg: CaptureConfig, shard_dir: Path,
+    expected: dict[str, Any], known: list[torch.Tensor], advance: Any, model_name: str | None,
+    finish: Callable[[FeatureTrace, Sequence[Example]], None] | None,
+) -> tuple[dict[str, Any], int]:
+    """Capture one shard's examples into ``shard_dir`` (replacing what was there), its decoder tables holding only
+    the features not in ``known`` (which gains them); its metadata and number of kept tokens."""
+    from ghost_lens.capture.capture import capture_examples
+
+    if shard_dir.exists():
+        shutil.rmtree(shard_dir)
+    trace = capture_examples(model, saes, part, cfg, progress=advance, model_name=model_name)
+    if finish is not None:
+        finish(trace, part)
+    _drop_known(trace, known)
+    trace.meta["shard"] = expected
+    write_shard(trace, shard_dir)
+    return trace.meta, int(trace.offsets[-1])
 
 
 def write_shard(trace: FeatureTrace, shard_dir: Path, *, full_tables: bool = False) -> Path:

@@ -333,6 +333,26 @@ def build_baselines(
     """
     methods: list[Method] = []
     skipped: dict[str, str] = {}
+    columns = _score_baselines(inputs, names, n, methods, skipped)
+    _kind_baselines(inputs, names, n, columns, methods, skipped)
+    for key, build in (("text", lambda: _text_baseline(inputs.answer_text, n)),
+                       ("probe", lambda: _dense_probe(inputs, n, probe_c)),
+                       ("sparse_probe", lambda: _sparse_probe(inputs, n))):
+        if key in names:
+            method, why = build()
+            if method is None:
+                skipped[key] = why or "unavailable"
+            else:
+                methods.append(method)
+    probes: list[Method] = []  # per-layer probes picked on the evaluation folds: no more (see SelectingProbe)
+    return methods, skipped, probes
+
+
+def _score_baselines(
+    inputs: BaselineInputs, names: Sequence[str], n: int, methods: list[Method], skipped: dict[str, str]
+) -> dict[str, np.ndarray]:
+    """The one-score baselines and ``output_combined`` among ``names`` (appended to ``methods``, or to ``skipped``
+    with the reason); returns the usable score columns."""
     columns: dict[str, np.ndarray] = {}
     for key, (attr, _) in _SCORES.items():
         col, why = _column(getattr(inputs, attr), n, attr)
@@ -352,46 +372,50 @@ def build_baselines(
                                   np.column_stack([columns[k] for k in used]), _score_model, extra={"inputs": used}))
         else:
             skipped["output_combined"] = "fewer than 2 model-output scores available"
-    _kind_baselines(inputs, names, n, columns, methods, skipped)
-    if "text" in names:
-        texts = inputs.answer_text
-        if texts is None or len(texts) != n:
-            skipped["text"] = "no answer texts (or a count that does not match the examples)"
-        elif not any(str(t).strip() for t in texts):
-            skipped["text"] = "every answer text is empty"
-        else:
-            methods.append(Method("text", "baseline",
-                                  "TF-IDF of the answer text (word 1-2 + char 2-4 grams) + logistic regression",
-                                  np.asarray([str(t) for t in texts], dtype=object), _text_model))
-    probes: list[Method] = []  # per-layer probes picked on the evaluation folds: no more (see SelectingProbe)
-    if "probe" in names:
-        stack, why = _dense_candidates(inputs, n)
-        if stack is None:
-            skipped["probe"] = why or "unavailable"
-        else:
-            cs = tuple(sorted({*DENSE_CS, float(probe_c)}))
-            log: dict[str, Any] = {"candidates": stack.names, "Cs": list(cs),
-                                   "selection": "inside each training part: grouped inner CV over candidates x C"}
-            methods.append(Method(
-                "probe", "baseline", "logistic-regression probe on the raw residual stream (standardised, "
-                "class-balanced; residual, layer and C chosen by grouped inner CV in the training folds)",
-                stack, _probe_factory("dense", cs, log), pass_groups=True, extra=log))
-    if "sparse_probe" in names:
-        mats = inputs.sae_last_prompt
-        if mats is None or not mats:
-            skipped["sparse_probe"] = "no SAE activations at the last prompt token in the baseline inputs"
-        elif any(m.shape[0] != n for m in mats):
-            skipped["sparse_probe"] = "SAE activation matrices do not match the number of examples"
-        else:
-            layers = inputs.layers if inputs.layers is not None else list(range(len(mats)))
-            stack = LayerStack([sp.csr_matrix(m) for m in mats], [f"L{layer}" for layer in layers])
-            log = {"candidates": stack.names, "Cs": list(SPARSE_CS),
-                   "selection": "inside each training part: grouped inner CV over layers x C"}
-            methods.append(Method(
-                "sparse_probe", "baseline", "L1 logistic regression on the SAE activations at the last prompt "
-                "token (max-abs scaled, class-balanced; layer and C chosen by grouped inner CV in the training "
-                "folds)", stack, _probe_factory("sparse", SPARSE_CS, log), pass_groups=True, extra=log))
-    return methods, skipped, probes
+    return columns
+
+
+def _text_baseline(texts: Sequence[str] | None, n: int) -> tuple[Method | None, str | None]:
+    """The TF-IDF baseline on the answer texts, or ``(None, why)``."""
+    if texts is None or len(texts) != n:
+        return None, "no answer texts (or a count that does not match the examples)"
+    if not any(str(t).strip() for t in texts):
+        return None, "every answer text is empty"
+    return Method("text", "baseline", "TF-IDF of the answer text (word 1-2 + char 2-4 grams) + logistic regression",
+                  np.asarray([str(t) for t in texts], dtype=object), _text_model), None
+
+
+def _dense_probe(inputs: BaselineInputs, n: int, probe_c: float) -> tuple[Method | None, str | None]:
+    """The probe on the raw residual stream (candidates and C chosen inside the training folds), or
+    ``(None, why)``."""
+    stack, why = _dense_candidates(inputs, n)
+    if stack is None:
+        return None, why
+    cs = tuple(sorted({*DENSE_CS, float(probe_c)}))
+    log: dict[str, Any] = {"candidates": stack.names, "Cs": list(cs),
+                           "selection": "inside each training part: grouped inner CV over candidates x C"}
+    return Method(
+        "probe", "baseline", "logistic-regression probe on the raw residual stream (standardised, "
+        "class-balanced; residual, layer and C chosen by grouped inner CV in the training folds)",
+        stack, _probe_factory("dense", cs, log), pass_groups=True, extra=log), None
+
+
+def _sparse_probe(inputs: BaselineInputs, n: int) -> tuple[Method | None, str | None]:
+    """The L1 probe on the SAE activations at the last prompt token (layer and C chosen inside the training
+    folds), or ``(None, why)``."""
+    mats = inputs.sae_last_prompt
+    if mats is None or not mats:
+        return None, "no SAE activations at the last prompt token in the baseline inputs"
+    if any(m.shape[0] != n for m in mats):
+        return None, "SAE activation matrices do not match the number of examples"
+    layers = inputs.layers if inputs.layers is not None else list(range(len(mats)))
+    stack = LayerStack([sp.csr_matrix(m) for m in mats], [f"L{layer}" for layer in layers])
+    log = {"candidates": stack.names, "Cs": list(SPARSE_CS),
+           "selection": "inside each training part: grouped inner CV over layers x C"}
+    return Method(
+        "sparse_probe", "baseline", "L1 logistic regression on the SAE activations at the last prompt "
+        "token (max-abs scaled, class-balanced; layer and C chosen by grouped inner CV in the training "
+        "folds)", stack, _probe_factory("sparse", SPARSE_CS, log), pass_groups=True, extra=log), None
 
 
 def kind_one_hot(kinds: Sequence[str | None] | None, n: int) -> tuple[np.ndarray | None, str | None]:

@@ -215,16 +215,13 @@ def _doc_texts(docs: list[dict[str, Any]], held_out: bool) -> list[str]:
 
 
 def build_bundle(spec: BundleSpec, model: HookedTransformer, out: Path, *, progress: bool | Progress = True) -> dict:
-    """Write the bundle of ``spec`` for ``model`` into the empty folder ``out``; returns its ``info.json``."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    """Write the bundle of ``spec`` for ``model`` into the empty folder ``out``; returns its ``info.json``.
 
+    1. The model writes its training text (:func:`training_documents`), saved as the corpus.
+    2. The text is tokenized into training and held-out rows; one SAE per layer is trained and its quality measured
+       (:func:`~ghost_lens.saes.training.train_saes`).
+    3. ``info.json``: the spec, the corpus sizes, the timings, the quality and the versions.
+    """
     from ghost_lens.saes.datasets import tokenize_documents
     from ghost_lens.saes.training import train_saes
 
@@ -235,12 +232,7 @@ def build_bundle(spec: BundleSpec, model: HookedTransformer, out: Path, *, progr
         )
     t_start = time.perf_counter()
     times: dict[str, float] = {}
-    owned = not isinstance(progress, Progress)
-    bar = (
-        Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                 TimeRemainingColumn(), disable=progress is False)
-        if owned else progress
-    )
+    bar, owned = _progress_bar(progress)
     with bar if owned else contextlib.nullcontext():
         logger.info("building the %s SAE bundle (first use; see ghost_lens.saes.builtin)", spec.release)
         task = bar.add_task(f"{spec.release}: the model writes its training text", total=spec.n_prompts)
@@ -261,17 +253,44 @@ def build_bundle(spec: BundleSpec, model: HookedTransformer, out: Path, *, progr
             extra_quality={"bundle": spec.release, "corpus": "the model's own answers to varied instruct prompts"},
         )
         times["train_and_quality_s"] = round(time.perf_counter() - t0, 1)
+    info = _bundle_info(spec, out, len(docs), n_held, train, held, t_start, times)
+    (out / INFO_FILE).write_text(json.dumps(info, indent=1))
+    return info
+
+
+def _progress_bar(progress: bool | Progress) -> tuple[Progress, bool]:
+    """The caller's ``Progress``, or one of our own (disabled for ``False``) and ``True``: we open and close it."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    if isinstance(progress, Progress):
+        return progress, False
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TimeRemainingColumn(), disable=progress is False), True
+
+
+def _bundle_info(
+    spec: BundleSpec, out: Path, n_prompts: int, n_held: int, train: Any, held: Any, t_start: float,
+    times: dict[str, float],
+) -> dict[str, Any]:
+    """The bundle's ``info.json`` (the quality read back from each SAE's ``quality.json``)."""
     from ghost_lens.hooks import hook_name
     from ghost_lens.saes.quality import load_quality
 
     quality = {str(L): load_quality(out / SAES_DIR / hook_name(L, spec.hook)) for L in spec.layers}
-    info = {
+    return {
         "release": spec.release,
         "format": BUNDLE_FORMAT,
         "hash": spec_hash(spec),
         "spec": dataclasses.asdict(spec),
         "corpus": {
-            "prompts": len(docs),
+            "prompts": n_prompts,
             "held_out_prompts": n_held,
             "train_rows": int(train.shape[0]),
             "held_out_rows": int(held.shape[0]),
@@ -284,8 +303,6 @@ def build_bundle(spec: BundleSpec, model: HookedTransformer, out: Path, *, progr
         "built": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "versions": _versions(),
     }
-    (out / INFO_FILE).write_text(json.dumps(info, indent=1))
-    return info
 
 
 def load_info(release: str, cache_dir: str | Path | None = None) -> dict[str, Any] | None:

@@ -20,13 +20,15 @@ With ``skip_first`` the first position of every row is left out of all measures 
 where most LMs park attention (BOS), with a residual norm many times the others', and SAEs trained with
 ``seqpos_slice=(1, None)`` never saw it. SAELens's ``run_evals`` needs an ``ActivationsStore`` (a dataset pipeline);
 ghost-lens evaluates on a token tensor it already holds, so it reuses SAELens's calculator and computes the rest
-here. Results are saved as ``quality.json`` beside the SAE's ``cfg.json``.
+here. Results are saved as ``quality.json`` beside the SAE's ``cfg.json``. :func:`run_bundle_quality` is
+``ghost-lens saes eval``: a run config's bundle with the quality saved at training, or measured anew.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,13 +37,14 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ghost_lens.constants import SAE_QUALITY
-from ghost_lens.errors import SAEError
+from ghost_lens.errors import ConfigError, SAEError
 from ghost_lens.hooks import parse_hook_name
 
 if TYPE_CHECKING:
     from sae_lens import SAE
     from transformer_lens import HookedTransformer
 
+    from ghost_lens.config import RunConfig
     from ghost_lens.saes.bundle import SAEBundle
 
 
@@ -172,22 +175,9 @@ def saes_quality(
     measured on the first ``ce_sequences`` rows (``None``: all rows, ``0``: not measured); it costs two partial
     forwards per SAE and batch on top of the shared one.
     """
-    if tokens.ndim != 2 or tokens.shape[0] == 0:
-        raise SAEError(f"SAE quality needs a [n_seq, ctx] token tensor, got shape {tuple(tokens.shape)}")
     first = 1 if skip_first else 0
-    if tokens.shape[1] < first + 2:
-        raise SAEError(f"SAE quality needs rows of at least {first + 2} tokens, got {tokens.shape[1]}")
-    if batch_size < 1:
-        raise SAEError(f"batch_size must be >= 1, got {batch_size}")
-    missing = [h for h in saes if h not in model.hook_dict]
-    if missing:
-        raise SAEError(f"the model has no hook {missing[0]!r}")
-    try:
-        stop_at = max(parse_hook_name(h).layer for h in saes) + 1
-    except ValueError:
-        stop_at = None
-    if stop_at is not None and stop_at >= model.cfg.n_layers:
-        stop_at = None
+    _check_quality_inputs(model, saes, tokens, batch_size, first)
+    stop_at = _stop_layer(model, saes)
     names = list(saes)
     accs = {h: QualityAccumulator(int(sae.cfg.d_sae)) for h, sae in saes.items()}
     ces = {h: CELossAccumulator() for h in saes}
@@ -207,21 +197,56 @@ def saes_quality(
         else:
             _, cache = model.run_with_cache(batch, names_filter=names, stop_at_layer=stop_at)
         for h, sae in saes.items():
-            act = cache[h]  # [batch, pos, d]
-            x = act[:, first:].reshape(-1, act.shape[-1])  # [batch*(pos-first), d]
-            feats = sae.encode(x.to(sae.device, sae.dtype))
-            x_hat = sae.decode(feats).to(x.device, x.dtype)
-            accs[h].add(x, x_hat, feats)
-            if with_ce:
-                with_sae, zeroed = act.clone(), act.clone()
-                with_sae[:, first:] = x_hat.reshape(act[:, first:].shape)
-                zeroed[:, first:] = 0.0
-                ces[h].add(  # loss at position p predicts p+1 from positions <= p: those before `first` are equal
-                    clean[:, first:],
-                    spliced_loss(model, h, zeroed, batch)[:, first:],
-                    spliced_loss(model, h, with_sae, batch)[:, first:],
-                )
+            _measure_batch(model, h, sae, cache[h], batch, first, accs[h], ces[h] if with_ce else None,
+                           clean if with_ce else None)
     return {h: {**acc.result(), **ces[h].result()} for h, acc in accs.items()}
+
+
+def _check_quality_inputs(
+    model: HookedTransformer, saes: Mapping[str, SAE], tokens: Tensor, batch_size: int, first: int
+) -> None:
+    """A ``[n_seq, ctx]`` token tensor with rows long enough, a positive batch size, hooks the model has."""
+    if tokens.ndim != 2 or tokens.shape[0] == 0:
+        raise SAEError(f"SAE quality needs a [n_seq, ctx] token tensor, got shape {tuple(tokens.shape)}")
+    if tokens.shape[1] < first + 2:
+        raise SAEError(f"SAE quality needs rows of at least {first + 2} tokens, got {tokens.shape[1]}")
+    if batch_size < 1:
+        raise SAEError(f"batch_size must be >= 1, got {batch_size}")
+    missing = [h for h in saes if h not in model.hook_dict]
+    if missing:
+        raise SAEError(f"the model has no hook {missing[0]!r}")
+
+
+def _stop_layer(model: HookedTransformer, saes: Mapping[str, SAE]) -> int | None:
+    """Where a forward without the CE loss may stop: after the deepest SAE's block (``None``: run it whole)."""
+    try:
+        stop_at = max(parse_hook_name(h).layer for h in saes) + 1
+    except ValueError:
+        stop_at = None
+    if stop_at is not None and stop_at >= model.cfg.n_layers:
+        stop_at = None
+    return stop_at
+
+
+def _measure_batch(
+    model: HookedTransformer, h: str, sae: SAE, act: Float[Tensor, "batch pos d"], batch: Int[Tensor, "batch pos"],
+    first: int, acc: QualityAccumulator, ce: CELossAccumulator | None, clean: Tensor | None,
+) -> None:
+    """Add one batch's reconstruction of hook ``h`` to ``acc`` and, given the clean loss, its spliced losses to
+    ``ce``."""
+    x = act[:, first:].reshape(-1, act.shape[-1])  # [batch*(pos-first), d]
+    feats = sae.encode(x.to(sae.device, sae.dtype))
+    x_hat = sae.decode(feats).to(x.device, x.dtype)
+    acc.add(x, x_hat, feats)
+    if ce is not None and clean is not None:
+        with_sae, zeroed = act.clone(), act.clone()
+        with_sae[:, first:] = x_hat.reshape(act[:, first:].shape)
+        zeroed[:, first:] = 0.0
+        ce.add(  # loss at position p predicts p+1 from positions <= p: those before `first` are equal
+            clean[:, first:],
+            spliced_loss(model, h, zeroed, batch)[:, first:],
+            spliced_loss(model, h, with_sae, batch)[:, first:],
+        )
 
 
 def sae_quality(
@@ -265,3 +290,41 @@ def load_quality(sae_dir: str | Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+@dataclass
+class BundleQualityReport:
+    """A run config's SAE bundle with the per-layer quality ``ghost-lens saes eval`` shows."""
+
+    bundle: SAEBundle
+    quality: dict[int, dict[str, Any]]
+    """Layer -> FVU, L0, dead fraction, MSE, CE loss recovered (as :func:`bundle_quality` / ``quality.json``)."""
+    measured_on: str | None
+    """The dataset the quality was measured on; ``None``: the quality saved beside each SAE at training."""
+
+
+def run_bundle_quality(
+    cfg: RunConfig, *, remeasure: bool = False, num_samples: int = 200, ce_sequences: int = 32, progress: bool = True,
+    model: HookedTransformer | None = None,
+) -> BundleQualityReport:
+    """``ghost-lens saes eval``: the quality of ``cfg``'s SAE bundle, loaded with its model as a run loads them.
+
+    1. ``num_samples`` (>= 1) and ``ce_sequences`` (>= 0) are checked first (one line, nothing loaded).
+    2. The model (unless ``model`` is given) and the bundle: :func:`ghost_lens.pipeline.load_model_and_bundle`.
+    3. When every SAE carries the ``quality.json`` saved at training (measured on its held-out text) and
+       ``remeasure`` is false, that is the quality; else it is measured with :func:`bundle_quality` on
+       ``num_samples`` examples of ``cfg.dataset`` (:func:`ghost_lens.pipeline.tokens_for_quality`), the CE loss
+       recovered on ``ce_sequences`` rows (0: not measured).
+    """
+    from ghost_lens.pipeline import load_model_and_bundle, tokens_for_quality
+
+    if num_samples < 1:
+        raise ConfigError(f"--num-samples must be >= 1, got {num_samples}")
+    if ce_sequences < 0:
+        raise ConfigError(f"--ce-sequences must be >= 0, got {ce_sequences}")
+    model, bundle = load_model_and_bundle(cfg, progress=progress, model=model)
+    saved = bundle.saved_quality()
+    if not remeasure and all(q is not None for q in saved.values()):
+        return BundleQualityReport(bundle, {L: q for L, q in saved.items() if q is not None}, None)
+    tokens = tokens_for_quality(model, cfg, num_samples)
+    return BundleQualityReport(bundle, bundle_quality(model, bundle, tokens, ce_sequences=ce_sequences), cfg.dataset)

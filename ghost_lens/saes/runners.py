@@ -180,18 +180,39 @@ def train_sae(
     Returns an inference ``sae_lens.SAE`` whose ``cfg.metadata`` names the hook and ``model_name`` (default: the
     model's own name).
     """
-    from sae_lens import LanguageModelSAERunnerConfig, LanguageModelSAETrainingRunner, LoggingConfig
+    from sae_lens import LanguageModelSAETrainingRunner
 
     cfg = cfg or SAETrainingConfig()
     context_size = _row_length(tokens, cfg)
     d_in = hook_width(model, hook_name, tokens)
     device = _device(cfg, model)
+    runner_cfg = _runner_config(cfg, hook_name, d_in, context_size, int(tokens.shape[0]),
+                                model_name or getattr(model.cfg, "model_name", None) or "custom", device)
+    dataset = _token_dataset(tokens, context_size)
+    logger.info("training a %s SAE (d_sae %d) on %s for %d tokens", cfg.architecture, cfg.expansion * d_in,
+                hook_name, cfg.training_tokens)
+    was_training = model.training
+    with torch.random.fork_rng(devices=[]), _quiet_sae_lens(progress):
+        torch.manual_seed(cfg.seed)  # SAE initialisation and the activation buffer's shuffling
+        runner = LanguageModelSAETrainingRunner(runner_cfg, override_model=model, override_dataset=dataset)
+        trained = runner.run()
+    model.train(was_training)
+    return _inference_sae(trained, hook_name, runner_cfg.model_name, device)
+
+
+def _runner_config(
+    cfg: SAETrainingConfig, hook_name: str, d_in: int, context_size: int, n_rows: int, model_name: str, device: str
+) -> Any:
+    """SAELens's ``LanguageModelSAERunnerConfig`` for one SAE on ``hook_name`` (rows of ``context_size`` tokens,
+    the model and the dataset injected)."""
+    from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig
+
     batch_tokens = min(cfg.train_batch_size_tokens, cfg.training_tokens)
     warm_up, decay = _schedule(cfg, batch_tokens)
-    store_batch = max(1, min(256, 4096 // context_size, tokens.shape[0]))  # ~4k tokens per model forward
-    runner_cfg = LanguageModelSAERunnerConfig(
+    store_batch = max(1, min(256, 4096 // context_size, n_rows))  # ~4k tokens per model forward
+    return LanguageModelSAERunnerConfig(
         sae=_sae_config(cfg, d_in),
-        model_name=model_name or getattr(model.cfg, "model_name", None) or "custom",
+        model_name=model_name,
         hook_name=hook_name,
         dataset_path="ghost-lens-tokens",
         is_dataset_tokenized=True,
@@ -215,16 +236,6 @@ def train_sae(
         exclude_special_tokens=list(cfg.exclude_token_ids) if cfg.exclude_token_ids else False,
         model_from_pretrained_kwargs={},  # the model is injected; SAELens's default would warn on every load
     )
-    dataset = _token_dataset(tokens, context_size)
-    logger.info("training a %s SAE (d_sae %d) on %s for %d tokens", cfg.architecture, cfg.expansion * d_in,
-                hook_name, cfg.training_tokens)
-    was_training = model.training
-    with torch.random.fork_rng(devices=[]), _quiet_sae_lens(progress):
-        torch.manual_seed(cfg.seed)  # SAE initialisation and the activation buffer's shuffling
-        runner = LanguageModelSAETrainingRunner(runner_cfg, override_model=model, override_dataset=dataset)
-        trained = runner.run()
-    model.train(was_training)
-    return _inference_sae(trained, hook_name, runner_cfg.model_name, device)
 
 
 def _counted(loader: Iterator[Mapping[str, torch.Tensor]], n_skip: int, batch_tokens: int, total: int,
@@ -255,7 +266,7 @@ def train_saes_multi(
     (SAELens ``seqpos_slice=(1, None)``; its residual norm is many times the others' in most LMs). Returns hook
     name -> inference ``sae_lens.SAE``.
     """
-    from sae_lens import LoggingConfig, MultiSAETrainingRunner, MultiSAETrainingRunnerConfig
+    from sae_lens import MultiSAETrainingRunner
 
     cfg = cfg or SAETrainingConfig()
     names = list(dict.fromkeys(hook_names))
@@ -265,14 +276,42 @@ def train_saes_multi(
     widths = hook_widths(model, names, tokens)
     device = _device(cfg, model)
     batch_tokens = min(cfg.train_batch_size_tokens, cfg.training_tokens)
+    model_name = model_name or getattr(model.cfg, "model_name", None) or "custom"
+    runner_cfg = _multi_runner_config(cfg, widths, names, context_size, int(tokens.shape[0]), batch_tokens,
+                                      model_name, device)
+    dataset = _token_dataset(tokens, context_size)
+    logger.info("training %d %s SAEs (x%d) on %s for %d tokens from one forward per batch", len(names),
+                cfg.architecture, cfg.expansion, ", ".join(names), cfg.training_tokens)
+    was_training = model.training
+    with torch.random.fork_rng(devices=[]), _quiet_sae_lens(None):
+        torch.manual_seed(cfg.seed)  # SAE initialisation and the activation buffer's shuffling
+        runner = MultiSAETrainingRunner(runner_cfg, override_model=model, override_dataset=dataset)
+        if progress is not None:
+            store = runner.activations_store
+            loader = store.get_multi_hook_data_loader
+            store.get_multi_hook_data_loader = lambda: _counted(  # type: ignore[method-assign]
+                loader(), cfg.n_batches_for_norm_estimate, batch_tokens, cfg.training_tokens, progress
+            )
+        trained = runner.run()
+    model.train(was_training)
+    return {h: _inference_sae(trained[h], h, model_name, device) for h in names}
+
+
+def _multi_runner_config(
+    cfg: SAETrainingConfig, widths: Mapping[str, int], names: list[str], context_size: int, n_rows: int,
+    batch_tokens: int, model_name: str, device: str,
+) -> Any:
+    """SAELens's ``MultiSAETrainingRunnerConfig`` for one SAE per hook of ``names`` (the first position of each
+    row left out with ``cfg.skip_first``; the model and the dataset injected)."""
+    from sae_lens import LoggingConfig, MultiSAETrainingRunnerConfig
+
     seqpos_slice = (1, None) if cfg.skip_first else (None,)
     training_context = len(range(context_size)[slice(*seqpos_slice)])
     if training_context < 1:
         raise SAEError(f"skip_first leaves no position of a {context_size}-token row")
-    store_batch = max(1, min(256, 4096 // context_size, tokens.shape[0]))  # ~4k tokens per model forward
+    store_batch = max(1, min(256, 4096 // context_size, n_rows))  # ~4k tokens per model forward
     warm_up, decay = _schedule(cfg, batch_tokens)
-    model_name = model_name or getattr(model.cfg, "model_name", None) or "custom"
-    runner_cfg = MultiSAETrainingRunnerConfig(
+    return MultiSAETrainingRunnerConfig(
         saes={h: _sae_config(cfg, widths[h]) for h in names},
         hook_names={h: h for h in names},
         model_name=model_name,
@@ -297,19 +336,3 @@ def train_saes_multi(
         exclude_special_tokens=list(cfg.exclude_token_ids) if cfg.exclude_token_ids else False,
         model_from_pretrained_kwargs={},  # the model is injected
     )
-    dataset = _token_dataset(tokens, context_size)
-    logger.info("training %d %s SAEs (x%d) on %s for %d tokens from one forward per batch", len(names),
-                cfg.architecture, cfg.expansion, ", ".join(names), cfg.training_tokens)
-    was_training = model.training
-    with torch.random.fork_rng(devices=[]), _quiet_sae_lens(None):
-        torch.manual_seed(cfg.seed)  # SAE initialisation and the activation buffer's shuffling
-        runner = MultiSAETrainingRunner(runner_cfg, override_model=model, override_dataset=dataset)
-        if progress is not None:
-            store = runner.activations_store
-            loader = store.get_multi_hook_data_loader
-            store.get_multi_hook_data_loader = lambda: _counted(  # type: ignore[method-assign]
-                loader(), cfg.n_batches_for_norm_estimate, batch_tokens, cfg.training_tokens, progress
-            )
-        trained = runner.run()
-    model.train(was_training)
-    return {h: _inference_sae(trained[h], h, model_name, device) for h in names}

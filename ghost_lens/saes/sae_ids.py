@@ -74,20 +74,43 @@ def choose_ids(
     for a template if a choice remains. ``layers=None`` takes every layer below ``n_layers``.
     """
     if id_template is not None:
-        check_template(id_template)
-        wanted = list(layers) if layers is not None else range(n_layers)
-        chosen = {L: id_template.format(layer=L) for L in wanted if id_template.format(layer=L) in candidates}
-        missing = [L for L in wanted if L not in chosen]
-        if layers is not None and missing:
-            examples = ", ".join(repr(c) for c in list(candidates)[:3])
-            raise SAEError(
-                f"{source} has no SAE {id_template.format(layer=missing[0])!r} (template {id_template!r}, "
-                f"layers {', '.join(map(str, missing))}); its ids look like {examples}"
-            )
-        if not chosen:
-            raise SAEError(f"no SAE id of {source} matches the template {id_template!r}")
-        return chosen
+        return _choose_by_template(candidates, source, n_layers, layers, id_template)
+    by_layer = _ids_by_layer(candidates, source)
+    wanted = _wanted_layers(by_layer, source, n_layers, layers)
+    ambiguous = {L: by_layer[L] for L in wanted if len(by_layer[L]) > 1}
+    if ambiguous:
+        layer, ids = next(iter(ambiguous.items()))
+        shown = ", ".join(repr(i) for i in ids[:4]) + (", ..." if len(ids) > 4 else "")
+        raise SAEError(
+            f"{source} has {len(ids)} SAEs for layer {layer} ({shown}): pick one per layer with an id template, "
+            f"e.g. --sae-id-template {_template_example(ids[0], layer)!r}"
+        )
+    return {L: by_layer[L][0] for L in wanted}
 
+
+def _choose_by_template(
+    candidates: Mapping[str, str | None], source: str, n_layers: int, layers: Sequence[int] | None, id_template: str,
+) -> dict[int, str]:
+    """The ids ``id_template.format(layer=L)`` present among ``candidates``: every one of ``layers`` when given,
+    else those of the model's layers that exist (at least one)."""
+    check_template(id_template)
+    wanted = list(layers) if layers is not None else range(n_layers)
+    chosen = {L: id_template.format(layer=L) for L in wanted if id_template.format(layer=L) in candidates}
+    missing = [L for L in wanted if L not in chosen]
+    if layers is not None and missing:
+        examples = ", ".join(repr(c) for c in list(candidates)[:3])
+        raise SAEError(
+            f"{source} has no SAE {id_template.format(layer=missing[0])!r} (template {id_template!r}, "
+            f"layers {', '.join(map(str, missing))}); its ids look like {examples}"
+        )
+    if not chosen:
+        raise SAEError(f"no SAE id of {source} matches the template {id_template!r}")
+    return chosen
+
+
+def _ids_by_layer(candidates: Mapping[str, str | None], source: str) -> dict[int, list[str]]:
+    """The candidates grouped by the layer their hook name (else their id) names; where a layer has several, only
+    those of the most common hook kind are kept."""
     parsed: dict[str, tuple[int | None, str | None]] = {}
     for sae_id, hook in candidates.items():
         layer, kind = parse_sae_id(hook) if hook else (None, None)
@@ -107,22 +130,15 @@ def choose_ids(
             top = kinds.most_common(1)[0][0]
             narrowed = {L: [i for i in ids if parsed[i][1] == top] for L, ids in by_layer.items()}
             by_layer = {L: ids for L, ids in narrowed.items() if ids}
-    if layers is None:
-        dropped = sorted(L for L in by_layer if L >= n_layers)
-        if dropped:
-            logger.warning(
-                "%s: skipping SAEs at layers %s (the model has %d layers)",
-                source,
-                ", ".join(map(str, dropped)),
-                n_layers,
-            )
-        wanted = [L for L in sorted(by_layer) if L < n_layers]
-        if not wanted:
-            raise SAEError(
-                f"{source} has SAEs only at layers {', '.join(map(str, sorted(by_layer)))}, "
-                f"but the model has {n_layers} layers"
-            )
-    else:
+    return by_layer
+
+
+def _wanted_layers(
+    by_layer: Mapping[int, list[str]], source: str, n_layers: int, layers: Sequence[int] | None
+) -> list[int]:
+    """``layers`` sorted (each must be covered), or by default every covered layer below ``n_layers`` (those
+    above are skipped with a warning)."""
+    if layers is not None:
         wanted = sorted(layers)
         missing = [L for L in wanted if L not in by_layer]
         if missing:
@@ -130,12 +146,19 @@ def choose_ids(
                 f"layers {', '.join(map(str, missing))} are not covered by {source} "
                 f"(it covers {', '.join(map(str, sorted(by_layer)))})"
             )
-    ambiguous = {L: by_layer[L] for L in wanted if len(by_layer[L]) > 1}
-    if ambiguous:
-        layer, ids = next(iter(ambiguous.items()))
-        shown = ", ".join(repr(i) for i in ids[:4]) + (", ..." if len(ids) > 4 else "")
-        raise SAEError(
-            f"{source} has {len(ids)} SAEs for layer {layer} ({shown}): pick one per layer with an id template, "
-            f"e.g. --sae-id-template {_template_example(ids[0], layer)!r}"
+        return wanted
+    dropped = sorted(L for L in by_layer if L >= n_layers)
+    if dropped:
+        logger.warning(
+            "%s: skipping SAEs at layers %s (the model has %d layers)",
+            source,
+            ", ".join(map(str, dropped)),
+            n_layers,
         )
-    return {L: by_layer[L][0] for L in wanted}
+    wanted = [L for L in sorted(by_layer) if L < n_layers]
+    if not wanted:
+        raise SAEError(
+            f"{source} has SAEs only at layers {', '.join(map(str, sorted(by_layer)))}, "
+            f"but the model has {n_layers} layers"
+        )
+    return wanted

@@ -109,65 +109,75 @@ def list_releases(model: str | None = None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     key = _model_key(model) if model else None
     if key is None or key == "toy-facts":
-        from ghost_lens.config import WorldConfig
-
-        world = WorldConfig()
-        rows.append(
-            {
-                "release": TOY_RELEASE,
-                "model": "toy-facts",
-                "repo": "(built locally by ghost-lens)",
-                "hooks": ["resid_post"],
-                "layers": list(range(world.n_layers)),
-                "widths": [str(world.d_model * world.sae_expansion)],
-                "n_saes": world.n_layers,
-            }
-        )
+        rows.append(_toy_release_row())
     if key is None or key == "smollm2-135m":
-        from ghost_lens.saes.builtin import SPECS
-
-        spec = SPECS[SMOLLM2_RELEASE]
-        rows.append(
-            {
-                "release": SMOLLM2_RELEASE,
-                "model": spec.model,
-                "repo": "(built locally by ghost-lens on first use)",
-                "hooks": [spec.hook],
-                "layers": list(spec.layers),
-                "widths": [str(spec.d_model * spec.expansion)],
-                "n_saes": len(spec.layers),
-            }
-        )
+        rows.append(_smollm2_release_row())
     if key in BUILTIN_RELEASES:
         return rows
     for release, lookup in sorted(_release_directory().items()):
         if key is not None and _model_key(lookup.model) != key:
             continue
-        hooks, layers, widths = set(), set(), set()
-        for sae_id, path in lookup.saes_map.items():
-            layer, kind = parse_sae_id(sae_id)
-            if layer is None:
-                layer, kind = parse_sae_id(path)
-            if layer is not None:
-                layers.add(layer)
-            if kind is not None:
-                hooks.add(kind)
-            for text in (sae_id, path):
-                widths.update(w.lower() for w in WIDTH_IN_TEXT.findall(text))
-        if not widths:
-            widths.update(w.lower() for w in WIDTH_IN_TEXT.findall(release))
-        rows.append(
-            {
-                "release": release,
-                "model": lookup.model,
-                "repo": lookup.repo_id,
-                "hooks": sorted(hooks),
-                "layers": sorted(layers),
-                "widths": sorted(widths),
-                "n_saes": len(lookup.saes_map),
-            }
-        )
+        rows.append(_registry_release_row(release, lookup))
     return rows
+
+
+def _toy_release_row() -> dict[str, Any]:
+    """The :func:`list_releases` row of the toy world's SAEs."""
+    from ghost_lens.config import WorldConfig
+
+    world = WorldConfig()
+    return {
+        "release": TOY_RELEASE,
+        "model": "toy-facts",
+        "repo": "(built locally by ghost-lens)",
+        "hooks": ["resid_post"],
+        "layers": list(range(world.n_layers)),
+        "widths": [str(world.d_model * world.sae_expansion)],
+        "n_saes": world.n_layers,
+    }
+
+
+def _smollm2_release_row() -> dict[str, Any]:
+    """The :func:`list_releases` row of the built-in SmolLM2 SAEs."""
+    from ghost_lens.saes.builtin import SPECS
+
+    spec = SPECS[SMOLLM2_RELEASE]
+    return {
+        "release": SMOLLM2_RELEASE,
+        "model": spec.model,
+        "repo": "(built locally by ghost-lens on first use)",
+        "hooks": [spec.hook],
+        "layers": list(spec.layers),
+        "widths": [str(spec.d_model * spec.expansion)],
+        "n_saes": len(spec.layers),
+    }
+
+
+def _registry_release_row(release: str, lookup: Any) -> dict[str, Any]:
+    """The :func:`list_releases` row of a SAELens registry release: hook kinds, layers and widths as far as its
+    SAE ids (else their paths, else the release name for widths) tell."""
+    hooks, layers, widths = set(), set(), set()
+    for sae_id, path in lookup.saes_map.items():
+        layer, kind = parse_sae_id(sae_id)
+        if layer is None:
+            layer, kind = parse_sae_id(path)
+        if layer is not None:
+            layers.add(layer)
+        if kind is not None:
+            hooks.add(kind)
+        for text in (sae_id, path):
+            widths.update(w.lower() for w in WIDTH_IN_TEXT.findall(text))
+    if not widths:
+        widths.update(w.lower() for w in WIDTH_IN_TEXT.findall(release))
+    return {
+        "release": release,
+        "model": lookup.model,
+        "repo": lookup.repo_id,
+        "hooks": sorted(hooks),
+        "layers": sorted(layers),
+        "widths": sorted(widths),
+        "n_saes": len(lookup.saes_map),
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -354,29 +364,34 @@ def load_bundle(
         return _validated(bundle, model, layers, validate)
     if release is None:
         release = default_release(model_name or getattr(model.cfg, "model_name", None))
+    bundle = _from_release_name(model, release, world_cfg, progress, kwargs)
+    return _validated(bundle, model, layers, validate)
+
+
+def _from_release_name(
+    model: HookedTransformer, release: str, world_cfg: WorldConfig | None, progress: bool, kwargs: dict[str, Any]
+) -> SAEBundle:
+    """The SAEs of ``release``, tried as a built-in bundle, a SAELens registry release, a folder, then a Hugging
+    Face repo id (``kwargs``: ``layers``, ``id_template``, ``device``)."""
     if release == TOY_RELEASE:
         from ghost_lens.toy.world import get_world
 
         world = get_world(world_cfg)
         seed = getattr(world_cfg, "seed", 0) if world_cfg is not None else 0
-        bundle = _from_folder(
-            model, Path(world.sae_dir), source=f"{TOY_RELEASE} (world seed {seed})", **kwargs
-        )
-    elif release == SMOLLM2_RELEASE:
+        return _from_folder(model, Path(world.sae_dir), source=f"{TOY_RELEASE} (world seed {seed})", **kwargs)
+    if release == SMOLLM2_RELEASE:
         from ghost_lens.saes.builtin import get_builtin_bundle
 
         folder = get_builtin_bundle(release, model, progress=progress)
-        bundle = _from_folder(model, folder, source=release, **kwargs)
-    elif release in _release_directory():
-        bundle = _from_release(model, release, **kwargs)
-    elif Path(release).expanduser().is_dir():
+        return _from_folder(model, folder, source=release, **kwargs)
+    if release in _release_directory():
+        return _from_release(model, release, **kwargs)
+    if Path(release).expanduser().is_dir():
         path = Path(release).expanduser()
-        bundle = _from_folder(model, path, source=f"folder {path}", **kwargs)
-    elif "/" in release:
-        bundle = _from_repo(model, release, **kwargs)
-    else:
-        raise _unknown_release(release)
-    return _validated(bundle, model, layers, validate)
+        return _from_folder(model, path, source=f"folder {path}", **kwargs)
+    if "/" in release:
+        return _from_repo(model, release, **kwargs)
+    raise _unknown_release(release)
 
 
 def _validated(bundle: SAEBundle, model: HookedTransformer, layers: Sequence[int] | None, validate: bool) -> SAEBundle:

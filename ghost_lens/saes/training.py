@@ -124,13 +124,7 @@ def train_saes(
     layer_list = cfg.resolved_layers(model.cfg.n_layers)
     out = Path(out_dir).expanduser()
     _check_out_dir(out, force)
-    if held_out is not None:
-        train_tokens = tokens
-    else:
-        train_tokens, held_out = split_held_out(tokens, cfg.held_out_fraction)
-    if held_out.shape[0] == 0:
-        logger.warning("no held-out sequences: quality.json is measured on the training tokens")
-        held_out = tokens
+    train_tokens, held_out = _train_and_held_out(tokens, held_out, cfg.held_out_fraction)
     names = {layer: hook_name(layer, cfg.hook) for layer in layer_list}
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -141,20 +135,8 @@ def train_saes(
                                     model_name=model_name)
         qualities = saes_quality(model, saes, held_out, skip_first=cfg.skip_first, ce_sequences=cfg.ce_sequences)
         for name in names.values():
-            sae = saes[name]
-            sae.save_model(staging / name)
-            quality = {
-                **qualities[name],
-                "architecture": cfg.architecture,
-                "expansion": cfg.expansion,
-                "training_tokens": cfg.training_tokens,
-                "trained_with": "MultiSAETrainingRunner",
-                "layers_trained_together": layer_list,
-                "skip_first_position": cfg.skip_first,
-                "seed": cfg.seed,
-                "held_out_sequences": int(held_out.shape[0]),
-                **(extra_quality or {}),
-            }
+            saes[name].save_model(staging / name)
+            quality = _quality_record(qualities[name], cfg, layer_list, int(held_out.shape[0]), extra_quality)
             save_quality(staging / name, quality)
             logger.info("%s: %s", name, format_quality(quality))
         swap_in(staging, out, list(names.values()))
@@ -162,6 +144,40 @@ def train_saes(
         shutil.rmtree(staging, ignore_errors=True)
     return SAEBundle({L: saes[n] for L, n in names.items()}, source=f"trained, folder {out}", hook_names=names,
                      sae_ids=names, folder=out)
+
+
+def _train_and_held_out(
+    tokens: Tensor, held_out: Tensor | None, held_out_fraction: float
+) -> tuple[Tensor, Tensor]:
+    """(training rows, rows ``quality.json`` is measured on): every row and the given held-out rows, else the split
+    of :func:`split_held_out`; the training rows themselves (with a warning) when nothing is held out."""
+    if held_out is not None:
+        train_tokens = tokens
+    else:
+        train_tokens, held_out = split_held_out(tokens, held_out_fraction)
+    if held_out.shape[0] == 0:
+        logger.warning("no held-out sequences: quality.json is measured on the training tokens")
+        held_out = tokens
+    return train_tokens, held_out
+
+
+def _quality_record(
+    measured: Mapping[str, Any], cfg: SAETrainingConfig, layers: list[int], n_held: int,
+    extra: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """One SAE's ``quality.json``: the measures, then how it was trained, then the caller's extra keys."""
+    return {
+        **measured,
+        "architecture": cfg.architecture,
+        "expansion": cfg.expansion,
+        "training_tokens": cfg.training_tokens,
+        "trained_with": "MultiSAETrainingRunner",
+        "layers_trained_together": layers,
+        "skip_first_position": cfg.skip_first,
+        "seed": cfg.seed,
+        "held_out_sequences": n_held,
+        **(extra or {}),
+    }
 
 
 def train_saes_on_dataset(

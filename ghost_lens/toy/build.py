@@ -120,9 +120,8 @@ def world_fingerprint(folder: Path, model: Any) -> dict[str, Any]:
 
 
 def _build(cfg: WorldConfig, out: Path, progress: bool) -> dict[str, Any]:
-    from ghost_lens.saes.config import SAETrainingConfig
-    from ghost_lens.saes.runners import train_sae
-
+    """The stages of :func:`build_world` in order (knowledge base, tokenizer, model, SAEs, examples), each timed,
+    then ``info.json`` with the world's fingerprint."""
     t_start, times = time.perf_counter(), {}
     with _bars(progress) as bars:
         task = bars.add_task("knowledge base", total=1, note="")
@@ -137,49 +136,17 @@ def _build(cfg: WorldConfig, out: Path, progress: bool) -> dict[str, Any]:
         times["kb_tokenizer_s"] = time.perf_counter() - t_start
 
         t0 = time.perf_counter()
-        task = bars.add_task("model", total=cfg.train_steps, note="")
         train = kb.facts_in("train")
         prompts, answers = [kb.prompt(f) for f in train], [f.answer for f in train]
-
-        def on_eval(step: int, acc: float) -> None:
-            bars.update(task, completed=step, note=f"train accuracy {acc:.1%}")
-
-        history = train_model(model, prompts, answers, cfg, progress=on_eval)
-        bars.update(task, total=history["steps"], completed=history["steps"])
-        save_weights(model, out / w.MODEL_FILE)
-        (out / w.MODEL_CFG_FILE).write_text(json.dumps(config_to_dict(model.cfg), indent=1))
+        history = _train_world_model(cfg, model, prompts, answers, out, bars)
         times["model_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        tokens, _ = encode(model, prompts, answers)
-        skip = model.tokenizer.convert_tokens_to_ids([PAD, BOS])
-        quality = {}
-        for layer in range(cfg.n_layers):
-            hook = hook_name(layer, "resid_post")
-            task = bars.add_task(f"SAE {hook}", total=cfg.sae_training_tokens, note="")
-            sae_cfg = SAETrainingConfig(
-                architecture=cfg.sae_architecture, expansion=cfg.sae_expansion, training_tokens=cfg.sae_training_tokens,
-                context_size=tokens.shape[1], k=cfg.sae_k, lr=cfg.sae_lr, seed=cfg.seed + layer,
-                train_batch_size_tokens=cfg.sae_batch_tokens, exclude_token_ids=skip, device="cpu",
-            )
-            sae = train_sae(
-                model, hook, tokens, sae_cfg, model_name=w.MODEL_NAME,
-                progress=lambda done, total, t=task: bars.update(t, completed=done, total=total),
-            )
-            sae.save_model(out / w.SAES_DIR / hook)
-            quality[layer] = sae_quality(model, sae, hook, tokens, skip)
-            bars.update(task, completed=cfg.sae_training_tokens, note=f"FVU {quality[layer]['fvu']:.3f}")
+        quality = _train_world_saes(cfg, model, prompts, answers, out, bars)
         times["saes_s"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        task = bars.add_task("examples", total=2, note="")
-        facts = ex.eval_facts(kb, cfg)
-        gen, probs = ex.generation_examples(kb, model, facts)
-        ex.save_examples(gen, out / w.EXAMPLE_FILES["generation"])
-        bars.update(task, advance=1)
-        stmt = ex.statement_examples(kb, facts, cfg.seed)
-        ex.save_examples(stmt, out / w.EXAMPLE_FILES["statement"])
-        bars.update(task, advance=1, note=f"{len(gen)} + {len(stmt)}")
+        gen, probs, stmt = _write_examples(cfg, kb, model, out, bars)
         times["examples_s"] = time.perf_counter() - t0
 
     info = _info(cfg, kb, model, history, gen, probs, stmt, quality)
@@ -189,6 +156,65 @@ def _build(cfg: WorldConfig, out: Path, progress: bool) -> dict[str, Any]:
     info["stage_seconds"] = {k: round(v, 1) for k, v in times.items()}
     (out / w.INFO_FILE).write_text(json.dumps(info, indent=1))
     return info
+
+
+def _train_world_model(
+    cfg: WorldConfig, model: Any, prompts: list[str], answers: list[str], out: Path, bars: Any
+) -> dict[str, Any]:
+    """Train the model on the training facts and save its weights and config; returns the training history."""
+    task = bars.add_task("model", total=cfg.train_steps, note="")
+
+    def on_eval(step: int, acc: float) -> None:
+        bars.update(task, completed=step, note=f"train accuracy {acc:.1%}")
+
+    history = train_model(model, prompts, answers, cfg, progress=on_eval)
+    bars.update(task, total=history["steps"], completed=history["steps"])
+    save_weights(model, out / w.MODEL_FILE)
+    (out / w.MODEL_CFG_FILE).write_text(json.dumps(config_to_dict(model.cfg), indent=1))
+    return history
+
+
+def _train_world_saes(
+    cfg: WorldConfig, model: Any, prompts: list[str], answers: list[str], out: Path, bars: Any
+) -> dict[int, dict[str, Any]]:
+    """Train and save one SAE per layer on the training facts' tokens (padding and BOS excluded); returns each
+    layer's quality."""
+    from ghost_lens.saes.config import SAETrainingConfig
+    from ghost_lens.saes.runners import train_sae
+
+    tokens, _ = encode(model, prompts, answers)
+    skip = model.tokenizer.convert_tokens_to_ids([PAD, BOS])
+    quality = {}
+    for layer in range(cfg.n_layers):
+        hook = hook_name(layer, "resid_post")
+        task = bars.add_task(f"SAE {hook}", total=cfg.sae_training_tokens, note="")
+        sae_cfg = SAETrainingConfig(
+            architecture=cfg.sae_architecture, expansion=cfg.sae_expansion, training_tokens=cfg.sae_training_tokens,
+            context_size=tokens.shape[1], k=cfg.sae_k, lr=cfg.sae_lr, seed=cfg.seed + layer,
+            train_batch_size_tokens=cfg.sae_batch_tokens, exclude_token_ids=skip, device="cpu",
+        )
+        sae = train_sae(
+            model, hook, tokens, sae_cfg, model_name=w.MODEL_NAME,
+            progress=lambda done, total, t=task: bars.update(t, completed=done, total=total),
+        )
+        sae.save_model(out / w.SAES_DIR / hook)
+        quality[layer] = sae_quality(model, sae, hook, tokens, skip)
+        bars.update(task, completed=cfg.sae_training_tokens, note=f"FVU {quality[layer]['fvu']:.3f}")
+    return quality
+
+
+def _write_examples(cfg: WorldConfig, kb: Any, model: Any, out: Path, bars: Any) -> tuple[Any, Any, Any]:
+    """The generation examples (the model's own answers, with their probabilities) and the statement examples,
+    saved."""
+    task = bars.add_task("examples", total=2, note="")
+    facts = ex.eval_facts(kb, cfg)
+    gen, probs = ex.generation_examples(kb, model, facts)
+    ex.save_examples(gen, out / w.EXAMPLE_FILES["generation"])
+    bars.update(task, advance=1)
+    stmt = ex.statement_examples(kb, facts, cfg.seed)
+    ex.save_examples(stmt, out / w.EXAMPLE_FILES["statement"])
+    bars.update(task, advance=1, note=f"{len(gen)} + {len(stmt)}")
+    return gen, probs, stmt
 
 
 def _info(cfg, kb, model, history, gen, probs, stmt, quality) -> dict[str, Any]:  # noqa: ANN001

@@ -27,6 +27,8 @@ Empty examples (no tracks) get zeros everywhere. Every quantity is a ``bincount`
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from ghost_lens.tracking.arrays import TrackBatch
@@ -84,49 +86,12 @@ def compute_metrics(
     """Metric rows ``[B, F]`` (order of :func:`feature_names`) from tracked nodes ``[n]`` (their example index,
     layer position, track id: any integers unique within an example, normalised activation) and clutter ``[B, L]``."""
     n_b, n_layers = clutter.shape
-    last = n_layers - 1
-    t = track - track.min() if track.size else track
-    span = int(t.max()) + 1 if t.size else 1
-    uniq, g = np.unique(example * span + t, return_inverse=True)  # g: global track index of each node
-    n_g = uniq.size
-    ex_t = uniq // span  # the example of each global track
-    start = np.full(n_g, n_layers, dtype=np.int64)
-    end = np.full(n_g, -1, dtype=np.int64)
-    np.minimum.at(start, g, layer_pos)
-    np.maximum.at(end, g, layer_pos)
-    length = np.bincount(g, minlength=n_g).astype(np.float64)
-    n_tracks = np.bincount(ex_t, minlength=n_b).astype(np.float64)
-
-    per_layer = lambda k, w=None: np.bincount(k, weights=w, minlength=n_b * n_layers).reshape(n_b, n_layers)  # noqa: E731
-    births = per_layer(ex_t * n_layers + start).astype(np.float64)
-    dies = end < last
-    deaths = per_layer(ex_t[dies] * n_layers + end[dies]).astype(np.float64)
+    tr = _global_tracks(example, layer_pos, track, n_layers)
+    n_tracks = np.bincount(tr.example, minlength=n_b).astype(np.float64)
     node_key = example * n_layers + layer_pos
-    live = per_layer(node_key).astype(np.float64)
-    turnover = births.copy()
-    turnover[:, 0] = 0.0
-    turnover += deaths
-    churn_l = _ratio(turnover, live)
-    churn = _ratio(turnover.sum(axis=1), live.sum(axis=1))
-
-    mass = np.bincount(g, weights=norm_activation, minlength=n_g)
-    share = _ratio(mass, np.bincount(ex_t, weights=mass, minlength=n_b)[ex_t])
-    entropy = np.bincount(ex_t, weights=_entropy_terms(share), minlength=n_b)
-    entropy_norm = _ratio(entropy, np.log(np.maximum(n_tracks, 1.0)))
-    node_share = _ratio(norm_activation, per_layer(node_key, norm_activation).reshape(-1)[node_key])
-    entropy_l = per_layer(node_key, _entropy_terms(node_share))
-    dominant = np.zeros(n_b)
-    np.maximum.at(dominant, ex_t, share)
-
-    survivors = np.bincount(ex_t[end == last], minlength=n_b).astype(np.float64)
-    mean_len = _ratio(np.bincount(ex_t, weights=length, minlength=n_b), n_tracks)
-    dev2 = (length - mean_len[ex_t]) ** 2
-    std_len = np.sqrt(_ratio(np.bincount(ex_t, weights=dev2, minlength=n_b), n_tracks))
-    max_len = np.zeros(n_b)
-    np.maximum.at(max_len, ex_t, length)
-    len_key = ex_t * (n_layers + 1) + length.astype(np.int64)
-    len_hist = np.bincount(len_key, minlength=n_b * (n_layers + 1)).reshape(n_b, n_layers + 1)[:, 1:]
-
+    births, deaths, live, churn_l, churn = _turnover(tr, node_key, n_b, n_layers)
+    entropy, entropy_norm, entropy_l, dominant = _mass_shares(tr, node_key, norm_activation, n_tracks, n_b, n_layers)
+    survivors, mean_len, std_len, max_len, len_hist = _lengths(tr, n_tracks, n_b, n_layers)
     overall = [
         n_tracks,
         np.bincount(example, minlength=n_b),
@@ -157,6 +122,83 @@ def compute_metrics(
         axis=1,
         dtype=np.float64,
     )
+
+
+class _Tracks(NamedTuple):
+    """The tracks of a batch, numbered globally: each node's track ``g`` and, per track, its example, first and
+    last layer position and length."""
+
+    g: np.ndarray
+    example: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    length: np.ndarray
+
+
+def _global_tracks(example: np.ndarray, layer_pos: np.ndarray, track: np.ndarray, n_layers: int) -> _Tracks:
+    """Number the (example, track id) pairs globally and measure each track."""
+    t = track - track.min() if track.size else track
+    span = int(t.max()) + 1 if t.size else 1
+    uniq, g = np.unique(example * span + t, return_inverse=True)  # g: global track index of each node
+    n_g = uniq.size
+    start = np.full(n_g, n_layers, dtype=np.int64)
+    end = np.full(n_g, -1, dtype=np.int64)
+    np.minimum.at(start, g, layer_pos)
+    np.maximum.at(end, g, layer_pos)
+    length = np.bincount(g, minlength=n_g).astype(np.float64)
+    return _Tracks(g, uniq // span, start, end, length)
+
+
+def _per_layer(key: np.ndarray, n_b: int, n_layers: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """A ``[B, L]`` count (or sum of ``weights``) over (example, layer) keys ``example * L + layer``."""
+    return np.bincount(key, weights=weights, minlength=n_b * n_layers).reshape(n_b, n_layers)
+
+
+def _turnover(
+    tr: _Tracks, node_key: np.ndarray, n_b: int, n_layers: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 1-2: births, deaths and live tracks per layer ``[B, L]``, churn per layer and overall ``[B]``."""
+    births = _per_layer(tr.example * n_layers + tr.start, n_b, n_layers).astype(np.float64)
+    dies = tr.end < n_layers - 1
+    deaths = _per_layer(tr.example[dies] * n_layers + tr.end[dies], n_b, n_layers).astype(np.float64)
+    live = _per_layer(node_key, n_b, n_layers).astype(np.float64)
+    turnover = births.copy()
+    turnover[:, 0] = 0.0
+    turnover += deaths
+    return births, deaths, live, _ratio(turnover, live), _ratio(turnover.sum(axis=1), live.sum(axis=1))
+
+
+def _mass_shares(
+    tr: _Tracks, node_key: np.ndarray, norm_activation: np.ndarray, n_tracks: np.ndarray, n_b: int, n_layers: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Step 3: entropy and normalised entropy of the tracks' mass shares ``[B]``, entropy per layer ``[B, L]``,
+    dominant share ``[B]``."""
+    ex_t = tr.example
+    mass = np.bincount(tr.g, weights=norm_activation, minlength=ex_t.size)
+    share = _ratio(mass, np.bincount(ex_t, weights=mass, minlength=n_b)[ex_t])
+    entropy = np.bincount(ex_t, weights=_entropy_terms(share), minlength=n_b)
+    entropy_norm = _ratio(entropy, np.log(np.maximum(n_tracks, 1.0)))
+    node_share = _ratio(norm_activation, _per_layer(node_key, n_b, n_layers, norm_activation).reshape(-1)[node_key])
+    entropy_l = _per_layer(node_key, n_b, n_layers, _entropy_terms(node_share))
+    dominant = np.zeros(n_b)
+    np.maximum.at(dominant, ex_t, share)
+    return entropy, entropy_norm, entropy_l, dominant
+
+
+def _lengths(
+    tr: _Tracks, n_tracks: np.ndarray, n_b: int, n_layers: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 4-5: survivors, mean / std / max track length ``[B]`` and the length histogram ``[B, L]``."""
+    ex_t, length = tr.example, tr.length
+    survivors = np.bincount(ex_t[tr.end == n_layers - 1], minlength=n_b).astype(np.float64)
+    mean_len = _ratio(np.bincount(ex_t, weights=length, minlength=n_b), n_tracks)
+    dev2 = (length - mean_len[ex_t]) ** 2
+    std_len = np.sqrt(_ratio(np.bincount(ex_t, weights=dev2, minlength=n_b), n_tracks))
+    max_len = np.zeros(n_b)
+    np.maximum.at(max_len, ex_t, length)
+    len_key = ex_t * (n_layers + 1) + length.astype(np.int64)
+    len_hist = np.bincount(len_key, minlength=n_b * (n_layers + 1)).reshape(n_b, n_layers + 1)[:, 1:]
+    return survivors, mean_len, std_len, max_len, len_hist
 
 
 def scale_metrics(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -127,16 +128,7 @@ def track_trace(
     if decoder_mode not in ("sae", "random"):
         raise ValueError(f"decoder_mode must be 'sae' or 'random', got {decoder_mode!r}")
     sharded = isinstance(trace, CaptureShards)
-    if sharded:
-        dec_idx, dec_dir = trace.decoders()
-        dirs = random_decoders(_Decoders(dec_idx, dec_dir), seed) if decoder_mode == "random" else dec_dir
-        table = DecoderTable(dec_idx, dirs)
-        layer_scale = None
-        if cfg.normalization == "layer":
-            layer_scale = combine_layer_scale([TraceArrays(s).layer_scale_parts(cfg.positions) for s in trace])
-        parts = (Tracker(s, cfg, table=table, scale=layer_scale) for s in trace)
-    else:
-        parts = iter([Tracker(trace, cfg, random_decoders(trace, seed) if decoder_mode == "random" else None)])
+    parts = _trackers(trace, cfg, decoder_mode, seed)
     meta = trace.meta
     n = trace.n_examples
     layers = [int(x) for x in meta.get("layers", range(0 if sharded else trace.n_layers))]
@@ -171,3 +163,19 @@ def track_trace(
         seed=seed,
         graphs=graphs,
     )
+
+
+def _trackers(
+    trace: FeatureTrace | CaptureShards, cfg: TrackerConfig, decoder_mode: str, seed: int
+) -> Iterator[Tracker]:
+    """One tracker per shard of a sharded capture (sharing one decoder table and the per-layer constants of
+    ``normalization="layer"``, each built when its shard is reached), or one for a whole trace."""
+    if isinstance(trace, CaptureShards):
+        dec_idx, dec_dir = trace.decoders()
+        dirs = random_decoders(_Decoders(dec_idx, dec_dir), seed) if decoder_mode == "random" else dec_dir
+        table = DecoderTable(dec_idx, dirs)
+        layer_scale = None
+        if cfg.normalization == "layer":
+            layer_scale = combine_layer_scale([TraceArrays(s).layer_scale_parts(cfg.positions) for s in trace])
+        return (Tracker(s, cfg, table=table, scale=layer_scale) for s in trace)
+    return iter([Tracker(trace, cfg, random_decoders(trace, seed) if decoder_mode == "random" else None)])

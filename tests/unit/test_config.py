@@ -101,3 +101,15 @@ def test_flatten_dotted_keys_and_sections():
     assert flatten(nested, sections=("tracker",)) == {"model": "m", "tracker.top_k": 5, "tracker.w": {"a": 1},
                                                       "extra": {"x": 2}}
     assert flatten(to_dict(RunConfig()))["tracker.top_k_features"] == RunConfig().tracker.top_k_features
+
+
+def test_run_config_from_options_order_file_typed_set(tmp_path):
+    from ghost_lens.config import run_config_from_options
+
+    path = tmp_path / "c.yaml"
+    path.write_text("model: gpt2\nsae_dir: saes/x\ntracker:\n  top_k_features: 7\n")
+    cfg = run_config_from_options(str(path), ["tracker.top_k_features=9"], model="gpt2-medium", sae_release="org/r",
+                                  num_samples=None, dataset="1")
+    assert cfg.model == "gpt2-medium" and cfg.tracker.top_k_features == 9 and cfg.dataset == "1"
+    assert cfg.sae_release == "org/r" and cfg.sae_dir is None  # the typed source clears the file's other one
+    assert run_config_from_options(None).sae_release == "toy-facts-res"  # the model's built-in bundle

@@ -155,3 +155,34 @@ def test_a_folder_may_be_rerun_on_another_device_but_not_another_dtype():
     assert config_diff(cfg, dataclasses.replace(cfg, device="auto")) == []
     other = dataclasses.replace(cfg, capture=dataclasses.replace(cfg.capture, dtype="bfloat16"))
     assert config_diff(cfg, other) == ["capture.dtype"]
+
+
+# ---- where runs live (what `track` writes and `explain` / `interpret` / `tune` read without --out / --run) -----
+
+
+def test_default_run_dir_names_the_model_and_the_dataset():
+    from pathlib import Path
+
+    from ghost_lens.run_folder import DEFAULT_RUN_DIR, default_run_dir
+
+    assert default_run_dir("toy-facts", "toy-facts") == Path("runs/toy-facts_toy-facts")
+    assert default_run_dir("EleutherAI/pythia-70m", "truthfulqa") == Path("runs/EleutherAI_pythia-70m_truthfulqa")
+    assert default_run_dir("gpt2", "data/my qa.csv") == Path("runs/gpt2_my qa")  # a file: its stem
+    assert DEFAULT_RUN_DIR == default_run_dir(RunConfig().model, RunConfig().dataset)  # a bare `ghost-lens track`
+
+
+def test_existing_run_dir_returns_the_folder_or_says_how_to_make_it(tmp_path, monkeypatch):
+    from ghost_lens.run_folder import DEFAULT_RUN_DIR, existing_run_dir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert existing_run_dir(run) == run
+    assert existing_run_dir(str(run)) == run
+    with pytest.raises(RunFolderError, match=r"no run folder at .*missing: run `ghost-lens track` first$"):
+        existing_run_dir(tmp_path / "missing")  # --run was given: no "pass --run" hint
+    monkeypatch.chdir(tmp_path)
+    for default in (None, ""):
+        with pytest.raises(RunFolderError, match=rf"^no run folder at {DEFAULT_RUN_DIR}: .* first, or pass --run$"):
+            existing_run_dir(default)
+    (tmp_path / DEFAULT_RUN_DIR).mkdir(parents=True)
+    assert existing_run_dir(None) == DEFAULT_RUN_DIR
