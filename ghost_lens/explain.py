@@ -208,10 +208,11 @@ def explain(
     from ghost_lens.data.example import Example
     from ghost_lens.model_loader import check_coverage
     from ghost_lens.pipeline import capture_trace, detector_features, load_model_and_bundle, track
-    from ghost_lens.run_folder import read_run_config
+    from ghost_lens.run_folder import check_not_being_written, read_run_config
     from ghost_lens.tracking import TrackingResult
 
     run_dir = Path(run_dir)
+    check_not_being_written(run_dir)
     cfg = read_run_config(run_dir)
     detector, names = load_detector(run_dir, cfg)
     run_tracking = TrackingResult.load(run_dir)

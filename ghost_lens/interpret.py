@@ -69,7 +69,9 @@ def context(tokens: Sequence[int], pos: int, window: int, decode: Any, joiner: s
 def interpret_run(run_dir: str | Path, layer: int, **kwargs: Any) -> dict[str, Any]:
     """:func:`interpret_layer` on the saved capture of a run folder (``kwargs``: its keyword options)."""
     from ghost_lens.capture.trace import FeatureTrace
+    from ghost_lens.run_folder import check_not_being_written
 
+    check_not_being_written(run_dir)  # a track replacing the capture: one line, not a half-read capture
     return interpret_layer(FeatureTrace.load(Path(run_dir) / C.CAPTURE_DIR), layer, **kwargs)
 
 

@@ -19,7 +19,9 @@
    folder is replaced as a whole, only once the new one is complete.
 5. **Where runs live.** Without ``--out`` a run goes to :func:`default_run_dir` (``runs/MODEL_DATASET``); the commands
    that read a run (``explain``, ``interpret``, ``tune``) take ``--run`` or :data:`DEFAULT_RUN_DIR`, the folder of a
-   bare ``ghost-lens track``, through :func:`existing_run_dir`.
+   bare ``ghost-lens track``, through :func:`existing_run_dir`. They refuse a folder that a ``track`` is writing
+   (:func:`check_not_being_written`: its lock is held) but do not hold the lock themselves, so several of them may
+   read one run at once (two ``tune --storage`` workers share one study on one run).
 """
 
 from __future__ import annotations
@@ -293,6 +295,15 @@ def existing_run_dir(run: str | Path | None = None) -> Path:
         hint = "run `ghost-lens track` first" + ("" if run else ", or pass --run")
         raise RunFolderError(f"no run folder at {path}: {hint}")
     return path
+
+
+def check_not_being_written(path: str | Path) -> None:
+    """A one-line :class:`~ghost_lens.errors.BusyError` ("run folder X is in use by pid N on host H") when a
+    ``track`` holds the folder's lock; nothing is written into a folder that has no lock file."""
+    path = Path(path)
+    if (path / RUN_LOCK).is_file():
+        with exclusive_lock(path / RUN_LOCK, f"run folder {path}", timeout=0):
+            pass
 
 
 def _ours(name: str) -> bool:

@@ -385,7 +385,10 @@ def tune(
     ``optuna_trials`` TPE trials, on the run's capture and folds (module docstring). ``storage``: an Optuna RDB URL
     shared by several workers; ``study_name``: the study in it (default: from the run folder's name).
     ``progress``: a ``rich.progress.Progress`` to add a "tune" task to."""
+    from ghost_lens.run_folder import check_not_being_written
+
     run_dir = Path(run_dir)
+    check_not_being_written(run_dir)
     if optuna_trials < 0:
         raise ConfigError("--optuna must be >= 0")
     if storage is not None and not optuna_trials:

@@ -186,3 +186,26 @@ def test_existing_run_dir_returns_the_folder_or_says_how_to_make_it(tmp_path, mo
             existing_run_dir(default)
     (tmp_path / DEFAULT_RUN_DIR).mkdir(parents=True)
     assert existing_run_dir(None) == DEFAULT_RUN_DIR
+
+
+def test_readers_refuse_a_run_that_track_is_writing(tmp_path):
+    """explain / interpret / tune check the run's lock: a track holding it is one line naming the holder; a free
+    lock lets them in (and leaves it free); a folder without a lock file gets nothing written into it."""
+    from ghost_lens.explain import explain
+    from ghost_lens.interpret import interpret_run
+    from ghost_lens.io import exclusive_lock
+    from ghost_lens.run_folder import RUN_LOCK, check_not_being_written
+    from ghost_lens.tune import tune
+
+    run = tmp_path / "run"
+    run.mkdir()
+    check_not_being_written(run)
+    assert list(run.iterdir()) == []
+    with exclusive_lock(run / RUN_LOCK, f"run folder {run}"):  # what a running track holds
+        for read in (lambda: check_not_being_written(run), lambda: interpret_run(run, 0), lambda: tune(run),
+                     lambda: explain(run, "a prompt", "an answer")):
+            with pytest.raises(BusyError, match=f"run folder {run} is in use by pid"):
+                read()
+    check_not_being_written(run)
+    with exclusive_lock(run / RUN_LOCK, "again", timeout=0):  # released again afterwards
+        pass
