@@ -200,28 +200,25 @@ def train_sae(
     return _inference_sae(trained, hook_name, runner_cfg.model_name, device)
 
 
-def _runner_config(
-    cfg: SAETrainingConfig, hook_name: str, d_in: int, context_size: int, n_rows: int, model_name: str, device: str
-) -> Any:
-    """SAELens's ``LanguageModelSAERunnerConfig`` for one SAE on ``hook_name`` (rows of ``context_size`` tokens,
-    the model and the dataset injected)."""
-    from sae_lens import LanguageModelSAERunnerConfig, LoggingConfig
+def _shared_runner_kwargs(
+    cfg: SAETrainingConfig, context_size: int, training_context: int, n_rows: int, batch_tokens: int, model_name: str,
+    device: str,
+) -> dict[str, Any]:
+    """The settings both SAELens runner configs take alike: the injected token dataset (rows of ``context_size``
+    tokens, ``training_context`` of them trained on), ~4k tokens per model forward, the learning-rate schedule,
+    no logging, checkpoints or output files (ghost-lens saves the SAEs itself)."""
+    from sae_lens import LoggingConfig
 
-    batch_tokens = min(cfg.train_batch_size_tokens, cfg.training_tokens)
     warm_up, decay = _schedule(cfg, batch_tokens)
-    store_batch = max(1, min(256, 4096 // context_size, n_rows))  # ~4k tokens per model forward
-    return LanguageModelSAERunnerConfig(
-        sae=_sae_config(cfg, d_in),
+    return dict(
         model_name=model_name,
-        hook_name=hook_name,
         dataset_path="ghost-lens-tokens",
-        is_dataset_tokenized=True,
         streaming=False,
         context_size=context_size,
         training_tokens=cfg.training_tokens,
         train_batch_size_tokens=batch_tokens,
-        store_batch_size_prompts=store_batch,
-        n_batches_in_buffer=max(4, math.ceil(2 * batch_tokens / context_size)),
+        store_batch_size_prompts=max(1, min(256, 4096 // context_size, n_rows)),
+        n_batches_in_buffer=max(4, math.ceil(2 * batch_tokens / training_context)),
         n_batches_for_norm_estimate=cfg.n_batches_for_norm_estimate,
         n_eval_batches=1,
         lr=cfg.lr,
@@ -232,9 +229,25 @@ def _runner_config(
         logger=LoggingConfig(log_to_wandb=False),
         checkpoint_path=None,
         output_path=None,
-        verbose=False,
         exclude_special_tokens=list(cfg.exclude_token_ids) if cfg.exclude_token_ids else False,
         model_from_pretrained_kwargs={},  # the model is injected; SAELens's default would warn on every load
+    )
+
+
+def _runner_config(
+    cfg: SAETrainingConfig, hook_name: str, d_in: int, context_size: int, n_rows: int, model_name: str, device: str
+) -> Any:
+    """SAELens's ``LanguageModelSAERunnerConfig`` for one SAE on ``hook_name`` (rows of ``context_size`` tokens,
+    the model and the dataset injected)."""
+    from sae_lens import LanguageModelSAERunnerConfig
+
+    batch_tokens = min(cfg.train_batch_size_tokens, cfg.training_tokens)
+    return LanguageModelSAERunnerConfig(
+        sae=_sae_config(cfg, d_in),
+        hook_name=hook_name,
+        is_dataset_tokenized=True,
+        verbose=False,
+        **_shared_runner_kwargs(cfg, context_size, context_size, n_rows, batch_tokens, model_name, device),
     )
 
 
@@ -303,36 +316,15 @@ def _multi_runner_config(
 ) -> Any:
     """SAELens's ``MultiSAETrainingRunnerConfig`` for one SAE per hook of ``names`` (the first position of each
     row left out with ``cfg.skip_first``; the model and the dataset injected)."""
-    from sae_lens import LoggingConfig, MultiSAETrainingRunnerConfig
+    from sae_lens import MultiSAETrainingRunnerConfig
 
     seqpos_slice = (1, None) if cfg.skip_first else (None,)
     training_context = len(range(context_size)[slice(*seqpos_slice)])
     if training_context < 1:
         raise SAEError(f"skip_first leaves no position of a {context_size}-token row")
-    store_batch = max(1, min(256, 4096 // context_size, n_rows))  # ~4k tokens per model forward
-    warm_up, decay = _schedule(cfg, batch_tokens)
     return MultiSAETrainingRunnerConfig(
         saes={h: _sae_config(cfg, widths[h]) for h in names},
         hook_names={h: h for h in names},
-        model_name=model_name,
-        dataset_path="ghost-lens-tokens",
-        streaming=False,
-        context_size=context_size,
-        training_tokens=cfg.training_tokens,
-        train_batch_size_tokens=batch_tokens,
-        store_batch_size_prompts=store_batch,
-        n_batches_in_buffer=max(4, math.ceil(2 * batch_tokens / training_context)),
-        n_batches_for_norm_estimate=cfg.n_batches_for_norm_estimate,
-        n_eval_batches=1,
         seqpos_slice=seqpos_slice,
-        lr=cfg.lr,
-        lr_warm_up_steps=warm_up,
-        lr_decay_steps=decay,
-        seed=cfg.seed,
-        device=device,
-        logger=LoggingConfig(log_to_wandb=False),
-        checkpoint_path=None,
-        output_path=None,
-        exclude_special_tokens=list(cfg.exclude_token_ids) if cfg.exclude_token_ids else False,
-        model_from_pretrained_kwargs={},  # the model is injected
+        **_shared_runner_kwargs(cfg, context_size, training_context, n_rows, batch_tokens, model_name, device),
     )
