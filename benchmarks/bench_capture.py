@@ -51,7 +51,7 @@ def build(shape: str) -> tuple[HookedTransformer, dict[int, SAE]]:
     cfg = HookedTransformerConfig(
         n_layers=s["n_layers"], d_model=s["d_model"], n_heads=s["n_heads"], d_head=s["d_model"] // s["n_heads"],
         d_mlp=s["d_mlp"], d_vocab=s["d_vocab"], n_ctx=s["n_ctx"], act_fn="gelu_new", normalization_type="LN",
-        seed=0,
+        seed=0, device="cpu",  # built on the CPU (TL would pick CUDA); main() moves it to --device
     )
     model = HookedTransformer(cfg).eval()
     names = [hook_name(layer, "resid_post") for layer in range(s["n_layers"])]

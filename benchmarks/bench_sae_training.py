@@ -45,6 +45,7 @@ def build(shape: str, ctx: int) -> HookedTransformer:
     cfg = HookedTransformerConfig(
         n_layers=s["n_layers"], d_model=s["d_model"], n_heads=s["n_heads"], d_head=s["d_model"] // s["n_heads"],
         d_mlp=s["d_mlp"], d_vocab=s["d_vocab"], n_ctx=ctx, act_fn="gelu_new", normalization_type="LN", seed=0,
+        device="cpu",
     )
     return HookedTransformer(cfg).eval()
 

@@ -12,7 +12,8 @@ Steps (:func:`capture_examples` does 1, then calls :func:`capture_tokens` for th
    last prompt token and averaged over the answer, plus per-token totals of the full activation vector (L1 mass,
    L0, entropy of the activation shares: ``FeatureTrace.sae_totals``). No activation cache is built: at gpt2-medium shape this is
    measurably faster than ``run_with_cache(names_filter=...)`` followed by encoding
-   (``benchmarks/bench_capture.py``).
+   (``benchmarks/bench_capture.py``). The hooks leave their results on the model's device; after the forward
+   they go to the CPU in one copy per kind for all layers (on a GPU, per-layer copies would stall it 5 times a layer).
 5. The forward stops after the last block (``stop_at_layer``); ``ln_final`` and ``unembed`` then run only at the
    positions that predict answer tokens: answer log-prob (sum and mean), mean output entropy, mean max probability.
 6. Decoder tables: the unit-norm ``W_dec`` rows of every feature that occurred with a non-zero value (at a kept
@@ -205,6 +206,7 @@ def _forward(
             b = batch.to(device)
             rec.batch = b
             out = model(b.tokens, padding_side="right", stop_at_layer=stop_at)
+            rec.flush()
             pred = b.answer - 1
             if full:
                 logits = out.reshape(-1, out.shape[-1]).index_select(0, pred)
@@ -321,6 +323,8 @@ class _Recorder:
         n_layers = len(saes)
         self.saes, self.k = saes, k
         self.batch: Batch | None = None
+        self.pending: dict[int, tuple[Tensor, ...]] = {}
+        """Per tracked layer, the current batch's results on the model's device until :meth:`flush`."""
         self.feat_idx = torch.empty(n_layers, n_tokens, k, dtype=torch.int32)
         self.feat_val = torch.empty(n_layers, n_tokens, k, dtype=store)
         self.totals = torch.empty(n_layers, n_tokens, len(SAE_TOTALS), dtype=torch.float32)
@@ -342,20 +346,37 @@ class _Recorder:
             feats = sae.encode(x.index_select(0, b.src))  # [n_tok, d_sae]
             if feats.is_sparse:
                 feats = feats.to_dense()
-            self.totals[j].index_copy_(0, b.dst, activation_totals(feats).cpu())
             vals, idx = torch.topk(feats, self.k, dim=-1)  # sorted, descending
             active = vals != 0
             # seen[f] = max(seen[f], active) over the slots holding f (4-10x faster than a boolean-mask index)
             self.seen[j].scatter_reduce_(0, idx.reshape(-1), active.reshape(-1).to(torch.int32), "amax")
-            self.feat_idx[j].index_copy_(0, b.dst, idx.to(torch.int32).masked_fill_(~active, -1).cpu())
-            self.feat_val[j].index_copy_(0, b.dst, vals.to(self.feat_val.dtype).cpu())
             xf = x.float()
-            self.resid_last[j, b.examples] = xf.index_select(0, b.last_prompt).to(self.resid_last.dtype).cpu()
             total = xf.new_zeros(len(b.examples), x.shape[-1]).index_add_(0, b.answer_row, xf.index_select(0, b.answer))
-            mean = total / b.answer_len[:, None]
-            self.resid_mean[j, b.examples] = mean.to(self.resid_mean.dtype).cpu()
+            self.pending[j] = (
+                activation_totals(feats),
+                idx.to(torch.int32).masked_fill_(~active, -1),
+                vals.to(self.feat_val.dtype),
+                xf.index_select(0, b.last_prompt).to(self.resid_last.dtype),
+                (total / b.answer_len[:, None]).to(self.resid_mean.dtype),
+            )
 
         return record
+
+    def flush(self) -> None:
+        """Write the current batch's per-layer results (left on the model's device by the hooks) into the output
+        tensors: one device-to-host copy per kind of result for all layers together, so a CUDA capture waits for
+        the GPU 5 times per batch, not 5 times per layer (``benchmarks/bench_capture.py``; numbers in its README)."""
+        b = self.batch
+        assert b is not None and self.pending, "flush() after a forward pass that ran the hooks"
+        layers = sorted(self.pending)
+        totals, idx, vals, last, mean = (torch.stack(t).cpu() for t in zip(*(self.pending[j] for j in layers), strict=True))
+        for row, j in enumerate(layers):
+            self.totals[j].index_copy_(0, b.dst, totals[row])
+            self.feat_idx[j].index_copy_(0, b.dst, idx[row])
+            self.feat_val[j].index_copy_(0, b.dst, vals[row])
+            self.resid_last[j, b.examples] = last[row]
+            self.resid_mean[j, b.examples] = mean[row]
+        self.pending.clear()
 
     def answer_stats(self, logits: Float[Tensor, "n_ans d_vocab"], b: Batch) -> None:
         """Answer log-prob (sum), mean entropy and mean max probability of the rows of batch ``b``."""

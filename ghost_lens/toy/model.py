@@ -55,6 +55,7 @@ def model_config(cfg: WorldConfig, d_vocab: int) -> HookedTransformerConfig:
             n_layers=cfg.n_layers, d_model=cfg.d_model, n_heads=cfg.n_heads, d_head=cfg.d_model // cfg.n_heads,
             d_mlp=cfg.d_mlp, d_vocab=d_vocab, n_ctx=N_CTX, act_fn="gelu", normalization_type="LN", seed=cfg.seed,
             model_name="toy-facts", default_prepend_bos=True,
+            device="cpu",  # built and loaded on the CPU (TL would pick CUDA when it sees one); runs move it
         )
 
 
@@ -68,6 +69,7 @@ def config_to_dict(config: HookedTransformerConfig) -> dict[str, Any]:
 def config_from_dict(data: dict[str, Any]) -> HookedTransformerConfig:
     data = dict(data)
     data["dtype"] = getattr(torch, str(data.get("dtype", "float32")).removeprefix("torch."))
+    data["device"] = "cpu"  # the world loads on the CPU wherever it was built; a run moves it to its --device
     with isolated_rng():
         return HookedTransformerConfig.from_dict(data)
 

@@ -26,6 +26,7 @@ def tiny_model(tokenizer: Any = None, **overrides: Any):
     fields: dict[str, Any] = dict(
         n_layers=2, d_model=16, n_ctx=16, d_head=4, n_heads=4, d_mlp=32, d_vocab=50,
         act_fn="gelu", normalization_type="LN", seed=0,
+        device="cpu",  # TL would pick CUDA where it sees one; tests move models themselves
     )
     fields.update(overrides)
     return HookedTransformer(HookedTransformerConfig(**fields), tokenizer).eval()
