@@ -224,17 +224,16 @@ def _reusable_capture(folder: RunFolder, cfg: RunConfig, dhash: str) -> Any:
 
 
 def _run_rank(ctx: Any, cfg: RunConfig, out: Path, device: str) -> None:
-    """A rank other than 0: the dataset, then rank 0's decision; when a capture is needed, the model and the SAEs,
-    this rank's shards into ``out/capture.partial/``, and the barrier. Never touches anything else in ``out``."""
+    """A rank other than 0: rank 0's decision, then (when a capture is needed) the dataset, the model and the SAEs,
+    this rank's shards into ``out/capture.partial/``, and the barrier. Never touches anything else in ``out``.
+
+    The dataset is loaded only after rank 0 has loaded it: a generated dataset (world-facts) is then read from the
+    generation cache rank 0 just filled, not generated again on every rank; a toy world or SAE bundle built on first
+    use is likewise built once, by rank 0, before the others look for it."""
     from ghost_lens.capture.distributed import RankError, error_text
     from ghost_lens.errors import DatasetError
     from ghost_lens.pipeline import load_model_and_bundle
 
-    local: Exception | None = None
-    try:
-        model, examples, dhash = _load_data(cfg, device, None, None)
-    except Exception as exc:  # told to rank 0 at the barrier (it may stop before: then its error wins)
-        local = exc
     plan = ctx.broadcast()
     if plan["error"] is not None:
         raise RankError(f"rank 0 stopped: {plan['error']}")
@@ -243,8 +242,7 @@ def _run_rank(ctx: Any, cfg: RunConfig, out: Path, device: str) -> None:
         return
     mine: Any = None
     try:
-        if local is not None:
-            raise local
+        model, examples, dhash = _load_data(cfg, device, None, None)
         if dhash != plan["dataset_hash"]:
             raise DatasetError(f"rank {ctx.rank} loaded another dataset than rank 0 (hash {dhash} vs "
                                f"{plan['dataset_hash']}): the dataset must load the same on every rank")

@@ -9,8 +9,9 @@
    ``nccl`` on CUDA, each rank on ``cuda:LOCAL_RANK``). No process pool or socket of our own.
 3. Rank 0 alone locks and claims the run folder, loads the dataset, decides whether the capture is reused and
    prepares ``capture.partial/``; it then broadcasts that decision (or its error) to the other ranks
-   (:meth:`DistContext.broadcast`), which meanwhile loaded the same dataset themselves and wait for it.
-4. Every rank loads the model and the SAEs and captures its shards (``i % world_size == rank``) into the same
+   (:meth:`DistContext.broadcast`), which wait for it.
+4. The other ranks then load the same dataset (a generated one from the cache rank 0 filled: generated once), and
+   every rank loads the model and the SAEs and captures its shards (``i % world_size == rank``) into the same
    ``capture.partial/``; :meth:`DistContext.gather` is the barrier after it, carrying each rank's shard list or error.
 5. Rank 0 writes the index (:func:`ghost_lens.capture.shards.capture_sharded`: the other ranks' shards are reused),
    tracks, evaluates and writes the report; the other ranks return after the barrier (exit 0).
