@@ -49,6 +49,7 @@ from sklearn.pipeline import FeatureUnion, make_pipeline
 from sklearn.preprocessing import MaxAbsScaler, StandardScaler
 
 from ghost_lens.detect.folds import inner_splits
+from ghost_lens.detect.probe_kernels import l1_logistic_c_path, logistic_c_path, ridge_screen_scores
 
 if TYPE_CHECKING:
     from ghost_lens.capture.trace import FeatureTrace
@@ -63,8 +64,8 @@ SPARSE_CS = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
 """Inverse L1 strengths the sparse SAE probe chooses among."""
 PROBE_INNER_FOLDS = 3
 """Grouped inner folds (inside each training part) that choose a probe's layer and C."""
-PROBE_SCREEN = 4
-"""Candidates (layer x position) kept after screening on the first inner fold (:class:`SelectingProbe`)."""
+PROBE_SCREEN = 3
+"""Candidates (layer x position) kept after the closed-form ridge screen (:class:`SelectingProbe`)."""
 
 # an L1 penalty: ``l1_ratio=1`` since scikit-learn 1.8 (``penalty`` is deprecated there), ``penalty="l1"`` before
 _L1: dict[str, Any] = (
@@ -214,10 +215,15 @@ class SelectingProbe(ClassifierMixin, BaseEstimator):
     Both class-balanced (module docstring). ``log``: an optional dict that receives each fit's choice
     (``log["selected"]`` list, ``log["layer"]`` the most frequent candidate's layer), for the report.
 
-    ``screen``: with more candidates than this, every candidate is first scored on the first inner fold only and
-    the ``screen`` best (by their best C there) go on to the remaining inner folds; the others keep NaN scores.
-    Still inside the training rows; at 20 residual candidates (10 layers x 2 positions) it cuts the fits ~2.5x.
-    ``None``: every candidate on every inner fold.
+    ``screen``: with more candidates than this, every candidate is first scored by a closed-form ridge regression
+    on the same inner folds, for every penalty at once
+    (:func:`ghost_lens.detect.probe_kernels.ridge_screen_scores`: dense, the ridge twin ``lambda = 4 / C`` of each
+    C, from the quadratic approximation of the logistic loss; sparse, a grid relative to the kernel's scale), and
+    only the ``screen`` best (by their best penalty) go on to the logistic C path; the others keep NaN in
+    ``selection_auroc_`` (their ridge scores are in ``screen_auroc_``). Still inside the training rows. ``None``:
+    every candidate on the logistic C path. The dense C path runs on
+    :func:`ghost_lens.detect.probe_kernels.logistic_c_path` (the scikit-learn objective, a lean solver); the final
+    refit is scikit-learn's.
     """
 
     def __init__(
@@ -246,8 +252,20 @@ class SelectingProbe(ClassifierMixin, BaseEstimator):
     def _path_scores(self, mat: Any, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
                      cs: Sequence[float]) -> np.ndarray:
         """Mean inner-fold AUROC of every C in ``cs`` for one candidate matrix (NaN where no fold has both
-        classes). Each inner fold walks the Cs from the strongest penalty up; the dense probe warm-starts every
-        fit from the previous C's solution (the same optimum, a fraction of the iterations)."""
+        classes). Dense: :func:`~ghost_lens.detect.probe_kernels.logistic_c_path` (scaling once per fold, warm
+        start along the Cs); sparse: :func:`~ghost_lens.detect.probe_kernels.l1_logistic_c_path` (liblinear per C,
+        scaling once per fold, no fit where the solution is known to be all zeros). Both agree with
+        :meth:`_path_scores_reference`."""
+        if self.kind == "dense":
+            return logistic_c_path(mat, y, splits, cs)
+        if self.kind == "sparse":
+            return l1_logistic_c_path(mat, y, splits, cs, lambda c: self._model(c)[-1])
+        return self._path_scores_reference(mat, y, splits, cs)
+
+    def _path_scores_reference(self, mat: Any, y: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]],
+                               cs: Sequence[float]) -> np.ndarray:
+        """:meth:`_path_scores` with the scikit-learn pipelines of :meth:`_model`: each inner fold walks the Cs
+        from the strongest penalty up; the dense probe warm-starts every fit from the previous C's solution."""
         order = np.argsort(cs)
         per_fold = []
         for tr, te in splits:
@@ -271,9 +289,13 @@ class SelectingProbe(ClassifierMixin, BaseEstimator):
         cs = list(self.Cs)
         splits = inner_splits(y, None if groups is None else np.asarray(groups), self.inner_folds, self.random_state)
         pool = range(len(X.mats))
+        self.screen_auroc_ = None
         if self.screen is not None and len(X.mats) > self.screen and len(splits) > 1:
-            first = np.stack([self._path_scores(mat, y, splits[:1], cs) for mat in X.mats]).max(axis=1)
-            pool = sorted(np.argsort(-np.nan_to_num(first, nan=-1.0), kind="stable")[: self.screen].tolist())
+            lambdas = [4.0 / c for c in cs] if self.kind == "dense" else None
+            screen = np.stack([ridge_screen_scores(mat, y, splits, lambdas, self.kind) for mat in X.mats])
+            best = np.nan_to_num(screen, nan=-1.0).max(axis=1)
+            pool = sorted(np.argsort(-best, kind="stable")[: self.screen].tolist())
+            self.screen_auroc_ = screen
         scores = np.full((len(X.mats), len(cs)), np.nan)
         for j in pool:
             scores[j] = self._path_scores(X.mats[j], y, splits, cs)

@@ -1,0 +1,263 @@
+"""Fast kernels behind :class:`ghost_lens.detect.baselines.SelectingProbe`'s choice of candidate and ``C``.
+
+Everything here runs on the rows of one inner training fold and is scored on that inner fold's held-out rows: the
+probe calls it inside an outer training part only, so no choice ever sees an evaluation row.
+
+1. :func:`ridge_screen_scores`: a closed-form ridge screen. For one candidate matrix and one inner fold, the
+   features are scaled on the inner training rows (standardised, or max-abs for sparse SAE activations), the
+   centred linear kernel of those rows is built once, and the held-out scores of every ridge penalty follow from
+   it in closed form (the dual solution ``(K + lambda I)^-1 y``, one Cholesky factorisation per penalty); their
+   AUROCs come from one vectorised rank computation (:func:`auroc_columns`). Cost: one ``n x n`` Gram matrix and a
+   few Cholesky factorisations per candidate and fold, instead of one iterative logistic fit per candidate, fold
+   and ``C``.
+2. :func:`logistic_c_path`: the class-balanced L2 logistic regression of scikit-learn
+   (``StandardScaler`` + ``LogisticRegression(class_weight="balanced", solver="lbfgs")``, the same objective, the
+   same unpenalised intercept and the same stopping rule) along a path of ``C`` values, warm-started from the
+   previous ``C``, with the standardisation computed once per fold. A lean L-BFGS on a numpy loss: scikit-learn's
+   per-iteration overhead dominates at probe sizes (a few hundred rows).
+
+3. :func:`l1_logistic_c_path`: the sparse probe's L1 path (liblinear, as before) with the max-abs scaling done
+   once per fold, and no fit for a ``C`` under the exact threshold below which the class-balanced L1 solution is
+   all zeros (a constant score, AUROC 0.5): ``C < 2 / max_j |sum_i w_i s_i x_ij|``.
+
+Each kernel has a slow reference built from scikit-learn estimators (:func:`ridge_screen_scores_reference`,
+:func:`logistic_c_path_reference`); ``tests/unit/test_probe_kernels.py`` checks that they agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from jaxtyping import Float
+from scipy.linalg import cho_factor, cho_solve
+from scipy.optimize import minimize
+from scipy.special import expit
+from scipy.stats import rankdata
+
+Splits = Sequence[tuple[np.ndarray, np.ndarray]]
+
+RELATIVE_LAMBDAS = (0.01, 0.1, 1.0, 10.0)
+"""Ridge penalties of the screen when none are given, in units of the mean squared norm of the centred rows."""
+
+
+def auroc_columns(scores: Float[np.ndarray, "n m"], y: np.ndarray) -> Float[np.ndarray, " m"]:
+    """AUROC of every column of ``scores`` against binary ``y`` (ties count one half; NaN without both classes)."""
+    y = np.asarray(y).astype(bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return np.full(scores.shape[1], np.nan)
+    ranks = rankdata(scores, axis=0)  # mid-ranks for ties
+    return (ranks[y].sum(axis=0) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+def scale_rows(mat: Any, rows: np.ndarray, kind: str) -> tuple[Any, np.ndarray | None, np.ndarray]:
+    """``(matrix, mean or None, scale)`` fitted on ``mat[rows]`` as the probe's scaler does: ``"dense"``
+    standardises (``StandardScaler``: population std, a constant column keeps scale 1); ``"sparse"`` divides by
+    the column's max absolute value (``MaxAbsScaler``: no centring, sparsity kept). The matrix returned is all rows
+    scaled (centred for dense)."""
+    if kind == "dense":
+        x = np.asarray(mat[rows], dtype=np.float64)
+        mean = x.mean(axis=0)
+        std = x.std(axis=0)
+        std[std < 10 * np.finfo(np.float64).eps * np.maximum(1.0, np.abs(mean))] = 1.0
+        return (np.asarray(mat, dtype=np.float64) - mean) / std, mean, std
+    if kind == "sparse":
+        m = sp.csr_matrix(mat, dtype=np.float64)
+        scale = np.asarray(abs(m[rows]).max(axis=0).todense()).reshape(-1)
+        scale[scale == 0] = 1.0
+        return m @ sp.diags(1.0 / scale), None, scale
+    raise ValueError(f"unknown probe kind {kind!r} (dense or sparse)")
+
+
+def _dense(a: Any) -> np.ndarray:
+    return np.asarray(a.todense()) if sp.issparse(a) else np.asarray(a)
+
+
+def _ridge_fold_scores(xtr: Any, xte: Any, yc: np.ndarray, lambdas: Sequence[float] | None) -> np.ndarray:
+    """``[n_te, n_lambdas]`` held-out ridge scores (intercept left out) on scaled, not yet centred rows.
+
+    Fewer columns than rows: the primal ``(X^T X + l I) w = X^T y`` on the centred rows (``d x d``); else the dual
+    on their centred linear kernel, ``X_te X_tr^T (K + l I)^-1 y`` (``n x n``; sparse rows stay sparse: the
+    centring is applied to the kernel). One Cholesky factorisation per penalty."""
+    n, d = xtr.shape
+    mu = np.asarray(xtr.mean(axis=0)).reshape(-1)
+    if d < n:
+        a_tr, a_te = _dense(xtr) - mu, _dense(xte) - mu
+        gram, rhs, project = a_tr.T @ a_tr, a_tr.T @ yc, a_te
+    else:
+        xtr_t = _dense(xtr).T  # sparse @ dense: a sparse-sparse product with a dense result is far slower
+        k_tr, k_te = np.asarray(xtr @ xtr_t), np.asarray(xte @ xtr_t)
+        m_tr, m_te = np.asarray(xtr @ mu).reshape(-1), np.asarray(xte @ mu).reshape(-1)
+        c = float(mu @ mu)
+        gram = k_tr - m_tr[:, None] - m_tr[None, :] + c  # the kernel of the centred rows
+        rhs, project = yc, k_te - m_te[:, None] - m_tr[None, :] + c
+    lam = (np.asarray(lambdas, dtype=np.float64) if lambdas is not None
+           else np.array(RELATIVE_LAMBDAS) * max(float(np.trace(gram)) / n, 1e-12))
+    eye = np.eye(gram.shape[0])
+    sol = np.column_stack([cho_solve(cho_factor(gram + float(pen) * eye, check_finite=False), rhs, check_finite=False)
+                           for pen in lam])
+    return project @ sol
+
+
+def ridge_screen_scores(
+    mat: Any, y: np.ndarray, splits: Splits, lambdas: Sequence[float] | None, kind: str = "dense",
+) -> Float[np.ndarray, " n_lambdas"]:
+    """Mean held-out AUROC over ``splits`` of ridge regression on one candidate matrix, for every penalty at once.
+
+    Per fold: scale on the training rows (:func:`scale_rows`), centre on them, and solve the ridge system for every
+    penalty from one Gram matrix (primal or dual, whichever is smaller); the held-out scores of every penalty get
+    their AUROC in one rank computation. ``lambdas=None``: relative to the mean squared row norm of the centred
+    training rows, ``RELATIVE_LAMBDAS x trace(X^T X) / n``. Folds whose held-out rows lack a class are skipped;
+    NaN when none is left.
+    """
+    y = np.asarray(y).astype(np.float64)
+    per_fold = []
+    for tr, te in splits:
+        if np.unique(y[te]).size != 2:
+            continue
+        scaled, _, _ = scale_rows(mat, tr, kind)
+        scores = _ridge_fold_scores(scaled[tr], scaled[te], y[tr] - y[tr].mean(), lambdas)
+        per_fold.append(auroc_columns(scores, y[te]))
+    n_lam = len(RELATIVE_LAMBDAS) if lambdas is None else len(lambdas)
+    return np.mean(per_fold, axis=0) if per_fold else np.full(n_lam, np.nan)
+
+
+def ridge_screen_scores_reference(
+    mat: Any, y: np.ndarray, splits: Splits, lambdas: Sequence[float], kind: str = "dense",
+) -> np.ndarray:
+    """Slow reference of :func:`ridge_screen_scores` (explicit ``lambdas``): one scikit-learn ``Ridge`` per fold and
+    penalty behind the probe's own scaler, scored with ``roc_auc_score``."""
+    from sklearn.linear_model import Ridge
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MaxAbsScaler, StandardScaler
+
+    per_fold = []
+    for tr, te in splits:
+        if np.unique(y[te]).size != 2:
+            continue
+        aucs = []
+        for lam in lambdas:
+            x_tr, x_te = mat[tr], mat[te]
+            if kind == "sparse":  # ridge centres the max-abs scaled columns itself (fit_intercept)
+                x_tr, x_te = _dense(x_tr), _dense(x_te)
+            scaler = StandardScaler() if kind == "dense" else MaxAbsScaler()
+            model = make_pipeline(scaler, Ridge(alpha=float(lam), solver="svd")).fit(x_tr, y[tr].astype(float))
+            aucs.append(roc_auc_score(y[te], model.predict(x_te)))
+        per_fold.append(aucs)
+    return np.mean(per_fold, axis=0) if per_fold else np.full(len(lambdas), np.nan)
+
+
+def _balanced_weights(y: np.ndarray) -> np.ndarray:
+    """scikit-learn's ``class_weight="balanced"``: ``n / (2 * count(class))`` per row."""
+    counts = np.bincount(y, minlength=2).astype(np.float64)
+    return (y.size / (2.0 * counts))[y]
+
+
+def fit_balanced_logistic(
+    x: Float[np.ndarray, "n d"], y: np.ndarray, c: float, init: np.ndarray | None = None,
+    tol: float = 1e-4, max_iter: int = 2000,
+) -> np.ndarray:
+    """``[d + 1]`` (coefficients, intercept) of the class-balanced L2 logistic regression on already scaled ``x``.
+
+    The objective and stopping rule of scikit-learn's ``LogisticRegression(solver="lbfgs")``: the weighted mean
+    log-loss plus ``||w||^2 / (2 C sum(weights))``, intercept unpenalised, L-BFGS-B until the largest gradient
+    entry is under ``tol`` (or the relative decrease under 64 machine epsilons)."""
+    y = np.asarray(y).astype(np.int64)
+    sw = _balanced_weights(y)
+    sw_sum = float(sw.sum())
+    sign = 2.0 * y - 1.0
+    d = x.shape[1]
+    l2 = 1.0 / (c * sw_sum)
+
+    def loss_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, b = theta[:d], theta[d]
+        margin = sign * (x @ w + b)
+        loss = float(sw @ np.logaddexp(0.0, -margin)) / sw_sum + 0.5 * l2 * float(w @ w)
+        dz = -sign * expit(-margin) * sw / sw_sum  # d loss / d decision
+        grad = np.empty(d + 1)
+        grad[:d] = x.T @ dz + l2 * w
+        grad[d] = dz.sum()
+        return loss, grad
+
+    theta0 = np.zeros(d + 1) if init is None else np.asarray(init, dtype=np.float64)
+    res = minimize(loss_grad, theta0, method="L-BFGS-B", jac=True,
+                   options={"maxiter": max_iter, "maxls": 50, "gtol": tol, "ftol": 64 * np.finfo(float).eps})
+    return res.x
+
+
+def logistic_c_path(
+    mat: Any, y: np.ndarray, splits: Splits, cs: Sequence[float],
+) -> Float[np.ndarray, " n_cs"]:
+    """Mean held-out AUROC over ``splits`` of the standardised, class-balanced L2 logistic regression for every C in
+    ``cs`` (module docstring, step 2): per fold the scaling is fitted once on the training rows, and the Cs are
+    walked from the strongest penalty up, each fit starting from the previous solution. NaN where no fold has both
+    classes in its held-out rows."""
+    y = np.asarray(y).astype(np.int64)
+    order = np.argsort(cs)
+    per_fold = []
+    for tr, te in splits:
+        if np.unique(y[te]).size != 2:
+            continue
+        scaled, _, _ = scale_rows(mat, tr, "dense")
+        xtr, xte = scaled[tr], scaled[te]
+        theta = None
+        dec = np.empty((len(te), len(cs)))
+        for i in order:
+            theta = fit_balanced_logistic(xtr, y[tr], float(cs[i]), init=theta)
+            dec[:, i] = xte @ theta[:-1] + theta[-1]
+        per_fold.append(auroc_columns(dec, y[te]))
+    return np.mean(per_fold, axis=0) if per_fold else np.full(len(cs), np.nan)
+
+
+def l1_zero_c(x: Any, y: np.ndarray) -> float:
+    """The largest C at which the class-balanced L1 logistic regression (liblinear, intercept as a penalised
+    column) has the all-zero solution on scaled rows ``x``: at ``w = 0`` the loss gradient is
+    ``-C / 2 * sum_i w_i s_i x_ij`` (the intercept's is 0 under balanced weights), so ``w = 0`` is optimal while
+    ``C * max_j |sum_i w_i s_i x_ij| / 2 <= 1``."""
+    y = np.asarray(y).astype(np.int64)
+    corr = np.abs(np.asarray(x.T @ (_balanced_weights(y) * (2.0 * y - 1.0))).reshape(-1))
+    top = float(corr.max()) if corr.size else 0.0
+    return np.inf if top == 0 else 2.0 / top
+
+
+def l1_logistic_c_path(
+    mat: Any, y: np.ndarray, splits: Splits, cs: Sequence[float], make: Any,
+) -> Float[np.ndarray, " n_cs"]:
+    """Mean held-out AUROC over ``splits`` of the max-abs scaled L1 probe for every C in ``cs`` (module docstring,
+    step 3). ``make(c)``: the unfitted classifier for one C (the probe's liblinear model without its scaler).
+    A C under :func:`l1_zero_c` of the fold is not fitted: its solution is all zeros, its AUROC 0.5."""
+    y = np.asarray(y).astype(np.int64)
+    per_fold = []
+    for tr, te in splits:
+        if np.unique(y[te]).size != 2:
+            continue
+        scaled, _, _ = scale_rows(mat, tr, "sparse")
+        xtr, xte = scaled[tr], scaled[te]
+        zero_c = l1_zero_c(xtr, y[tr]) * (1.0 - 1e-6)
+        dec = np.zeros((len(te), len(cs)))
+        for i, c in enumerate(cs):
+            if float(c) >= zero_c:
+                dec[:, i] = make(float(c)).fit(xtr, y[tr]).decision_function(xte)
+        per_fold.append(auroc_columns(dec, y[te]))
+    return np.mean(per_fold, axis=0) if per_fold else np.full(len(cs), np.nan)
+
+
+def logistic_c_path_reference(mat: Any, y: np.ndarray, splits: Splits, cs: Sequence[float]) -> np.ndarray:
+    """Slow reference of :func:`logistic_c_path`: an independent scikit-learn pipeline per fold and C."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    per_fold = []
+    for tr, te in splits:
+        if np.unique(y[te]).size != 2:
+            continue
+        per_fold.append([roc_auc_score(y[te], make_pipeline(StandardScaler(), LogisticRegression(
+            C=float(c), class_weight="balanced", solver="lbfgs", max_iter=2000)).fit(mat[tr], y[tr])
+            .decision_function(mat[te])) for c in cs])
+    return np.mean(per_fold, axis=0) if per_fold else np.full(len(cs), np.nan)
