@@ -44,15 +44,20 @@ def callback(
     ] = False,
     threads: Annotated[
         int | None,
-        typer.Option("--threads", min=1, help="torch CPU threads (1 is fastest for small models on a busy machine)."),
+        typer.Option("--threads", min=1, help="CPU threads for torch and for numpy/scikit-learn's BLAS and OpenMP "
+                     "pools (1 is fastest for small models on a busy machine)."),
     ] = None,
 ) -> None:
     state.debug = debug
     setup_logging(verbose)
     if threads is not None:
         import torch
+        from threadpoolctl import threadpool_limits
 
         torch.set_num_threads(threads)
+        # numpy's BLAS (tracking's matmuls, the evaluation's fits) would otherwise start one thread per core
+        # whatever torch was told: on a busy 2-core machine that oversubscription made tracking 3-10x slower
+        threadpool_limits(limits=threads)  # process-wide, for the rest of the command
 
 
 def main() -> None:

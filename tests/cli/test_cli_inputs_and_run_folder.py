@@ -120,3 +120,22 @@ def test_forced_run_with_new_layers_interrupted_before_capture_is_not_reused(tmp
     assert json.loads((out / C.MANIFEST).read_text())["capture_reused"] is False
     assert json.loads((out / "capture" / C.CAPTURE_META).read_text())["layers"] == [1]
     assert [p.name for p in out.iterdir() if ".tmp-" in p.name or ".old-" in p.name] == []
+
+
+# ---- options ------------------------------------------------------------------------------------------------------
+
+
+def test_threads_limits_numpy_blas_as_well_as_torch():
+    """``--threads N`` caps numpy / scikit-learn's BLAS and OpenMP pools too (tracking and the evaluation run
+    there), not only torch's; checked in a fresh interpreter, since the pools are process-wide."""
+    import subprocess
+    import sys
+
+    code = ("import threadpoolctl, torch\nfrom ghost_lens_cli.main import app\n"
+            "app(['--threads', '1', 'saes', '--help'], standalone_mode=False)\n"
+            "pools = threadpoolctl.threadpool_info()\n"
+            "print('POOLS', len(pools), max(p['num_threads'] for p in pools), torch.get_num_threads())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2"}).stdout
+    n_pools, most, torch_threads = map(int, out.split("POOLS", 1)[1].split())
+    assert n_pools >= 1 and most == 1 and torch_threads == 1
