@@ -78,13 +78,17 @@ def tiny_tokenizer(vocab_size: int = 320):
 
 
 def save_tiny_gpt2(
-    folder: Path, *, n_layers: int = 2, d_model: int = 32, n_heads: int = 4, n_ctx: int = 64, seed: int = 0
+    folder: Path, *, n_layers: int = 2, d_model: int = 32, n_heads: int = 4, n_ctx: int = 64, seed: int = 0,
+    tokenizer: Any = None,
 ) -> dict[str, Any]:
-    """Save a random GPT-2 and its tokenizer the way ``save_pretrained`` does, plus ``n_ctx`` in config.json."""
+    """Save a random GPT-2 and its tokenizer the way ``save_pretrained`` does, plus ``n_ctx`` in config.json.
+
+    ``tokenizer``: a GPT-2-style fast tokenizer to save with it (default :func:`tiny_tokenizer`); the model's
+    vocabulary is its length."""
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    tokenizer = tiny_tokenizer()
+    tokenizer = tokenizer if tokenizer is not None else tiny_tokenizer()
     tokenizer.save_pretrained(folder)
     torch.manual_seed(seed)
     cfg = GPT2Config(
