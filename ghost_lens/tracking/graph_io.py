@@ -31,7 +31,9 @@ def write_graphs(path: str | Path, graphs: Iterable[tuple[str, TrackGraph]]) -> 
     """Write ``(example id, graph)`` pairs as gzip node-link JSON lines into ``path`` (atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp, gzip.open(tmp, "wt", encoding="utf-8") as fh:
+    # gzip level 6 (zlib's default) rather than gzip.open's 9: 2.8x faster to compress for 2% more bytes
+    # (gpt2-medium shape, 27 graphs: 0.23 s and 1.60 MB against 0.65 s and 1.57 MB), the same text read back
+    with atomic_path(path) as tmp, gzip.open(tmp, "wt", encoding="utf-8", compresslevel=6) as fh:
         for ex_id, graph in graphs:
             fh.write(json.dumps({"id": str(ex_id), "graph": graph.node_link_data()}) + "\n")
     return path

@@ -25,9 +25,11 @@ Vectorised over a batch of examples: the only loop is over layers (steps 3-4 nee
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cache
 
 import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
 
 from ghost_lens.capture.trace import FeatureTrace
 from ghost_lens.config import TrackerConfig
@@ -63,7 +65,8 @@ class DecoderTable:
             raise KeyError(f"feature id(s) missing from the decoder table of layer position {j}")
         if idx.size == 0:
             return np.zeros((*features.shape, self.dirs[j].shape[-1]), np.float32)
-        return self.dirs[j][rows]
+        # np.take: one contiguous gather, about 1.4x faster than fancy indexing on [B, M] row ids
+        return np.take(self.dirs[j], rows.reshape(-1), axis=0).reshape(*features.shape, self.dirs[j].shape[-1])
 
 
 def random_decoders(trace: FeatureTrace, seed: int = 0) -> list[torch.Tensor]:
@@ -92,15 +95,19 @@ def track_batch(
         dirs = table.lookup(j, det.feature[:, j], valid)  # [B, M, d_model]
         matched = np.zeros((n_b, m), dtype=bool)
         if j > 0 and live.any():
-            # rows: the live tracks only, compacted to [B, n_live_max] (slot order kept; padding masked out)
+            # rows: the live tracks only, compacted to [B, n_live_max] (slot order kept; padding masked out). When
+            # some example keeps all M tracks alive nothing can be dropped: the slots are used as they are, which
+            # spares re-gathering [B, M, d_model] directions (the matching sees the live rows in the same order)
             n_rows = int(live.sum(axis=1).max())
-            rows = np.argsort(~live, axis=1, kind="stable")[:, :n_rows]
             bi = np.arange(n_b)[:, None]
-            row_live = live[bi, rows]
-            parts = association_scores(
-                prev_dirs[bi, rows], dirs, det.norm_activation[bi, j - 1, rows], norm, det.pos[bi, j - 1, rows],
-                pos, cfg,
-            )  # fmt: skip
+            if n_rows == m:
+                rows = np.broadcast_to(np.arange(m), (n_b, m))
+                row_live, row_dirs, row_norm, row_pos = live, prev_dirs, det.norm_activation[:, j - 1], det.pos[:, j - 1]
+            else:
+                rows = np.argsort(~live, axis=1, kind="stable")[:, :n_rows]
+                row_live, row_dirs = live[bi, rows], prev_dirs[bi, rows]
+                row_norm, row_pos = det.norm_activation[bi, j - 1, rows], det.pos[bi, j - 1, rows]
+            parts = association_scores(row_dirs, dirs, row_norm, norm, row_pos, pos, cfg)
             adm = admissible_pairs(parts.score, norm, cfg) & row_live[:, :, None] & valid[:, None, :]
             b, rr, c = match(parts.score, adm, cfg.assignment)
             r = rows[b, rr]
@@ -165,10 +172,20 @@ class Tracker:
         det = self.data.detections(
             examples, self.cfg.positions, self.cfg.top_k_features, self.cfg.normalization, self.scale
         )
-        return track_batch(det, self.table, self.cfg, self.layers, [self.ids[i] for i in examples.tolist()])
+        # one BLAS thread: the per-example products are small ([n_live, d_model] @ [d_model, M]), where BLAS threads
+        # cost more in wake-ups and contention than they save (gpt2-medium shape, 27 examples x one layer: 11.8 ms on
+        # one thread, 44 ms on two on a busy 2-core machine)
+        with _blas_controller().limit(limits=1, user_api="blas"):
+            return track_batch(det, self.table, self.cfg, self.layers, [self.ids[i] for i in examples.tolist()])
 
     def arrays(self, i: int) -> TrackArrays:
         return self.batch(np.asarray([i])).example(0)
+
+
+@cache
+def _blas_controller() -> ThreadpoolController:
+    """The process's thread pools, inspected once (a ``limit`` context is then ~0.04 ms instead of ~1.4 ms)."""
+    return ThreadpoolController()
 
 
 def track_example(
