@@ -113,16 +113,25 @@ def ridge_screen_scores(
     training rows, ``RELATIVE_LAMBDAS x trace(X^T X) / n``. Folds whose held-out rows lack a class are skipped;
     NaN when none is left.
     """
-    y = np.asarray(y).astype(np.float64)
+    n_lam = len(RELATIVE_LAMBDAS) if lambdas is None else len(lambdas)
+    return _mean_fold_auroc(
+        mat, np.asarray(y).astype(np.float64), splits, kind, n_lam,
+        lambda xtr, ytr, xte: _ridge_fold_scores(xtr, xte, ytr - ytr.mean(), lambdas),
+    )
+
+
+def _mean_fold_auroc(mat: Any, y: np.ndarray, splits: Splits, kind: str, n_cols: int,
+                     fold_scores: Any) -> Float[np.ndarray, " n_cols"]:
+    """Mean over ``splits`` of the held-out AUROC of each column of ``fold_scores(x_train, y_train, x_test)``
+    (``[n_test, n_cols]``), the rows scaled on the fold's training rows (:func:`scale_rows`); folds whose held-out
+    rows lack a class are skipped, NaN when none is left."""
     per_fold = []
     for tr, te in splits:
         if np.unique(y[te]).size != 2:
             continue
         scaled, _, _ = scale_rows(mat, tr, kind)
-        scores = _ridge_fold_scores(scaled[tr], scaled[te], y[tr] - y[tr].mean(), lambdas)
-        per_fold.append(auroc_columns(scores, y[te]))
-    n_lam = len(RELATIVE_LAMBDAS) if lambdas is None else len(lambdas)
-    return np.mean(per_fold, axis=0) if per_fold else np.full(n_lam, np.nan)
+        per_fold.append(auroc_columns(fold_scores(scaled[tr], y[tr], scaled[te]), y[te]))
+    return np.mean(per_fold, axis=0) if per_fold else np.full(n_cols, np.nan)
 
 
 def ridge_screen_scores_reference(
@@ -196,21 +205,17 @@ def logistic_c_path(
     ``cs`` (module docstring, step 2): per fold the scaling is fitted once on the training rows, and the Cs are
     walked from the strongest penalty up, each fit starting from the previous solution. NaN where no fold has both
     classes in its held-out rows."""
-    y = np.asarray(y).astype(np.int64)
     order = np.argsort(cs)
-    per_fold = []
-    for tr, te in splits:
-        if np.unique(y[te]).size != 2:
-            continue
-        scaled, _, _ = scale_rows(mat, tr, "dense")
-        xtr, xte = scaled[tr], scaled[te]
+
+    def path(xtr: np.ndarray, ytr: np.ndarray, xte: np.ndarray) -> np.ndarray:
         theta = None
-        dec = np.empty((len(te), len(cs)))
+        dec = np.empty((xte.shape[0], len(cs)))
         for i in order:
-            theta = fit_balanced_logistic(xtr, y[tr], float(cs[i]), init=theta)
+            theta = fit_balanced_logistic(xtr, ytr, float(cs[i]), init=theta)
             dec[:, i] = xte @ theta[:-1] + theta[-1]
-        per_fold.append(auroc_columns(dec, y[te]))
-    return np.mean(per_fold, axis=0) if per_fold else np.full(len(cs), np.nan)
+        return dec
+
+    return _mean_fold_auroc(mat, np.asarray(y).astype(np.int64), splits, "dense", len(cs), path)
 
 
 def l1_zero_c(x: Any, y: np.ndarray) -> float:
@@ -230,20 +235,15 @@ def l1_logistic_c_path(
     """Mean held-out AUROC over ``splits`` of the max-abs scaled L1 probe for every C in ``cs`` (module docstring,
     step 3). ``make(c)``: the unfitted classifier for one C (the probe's liblinear model without its scaler).
     A C under :func:`l1_zero_c` of the fold is not fitted: its solution is all zeros, its AUROC 0.5."""
-    y = np.asarray(y).astype(np.int64)
-    per_fold = []
-    for tr, te in splits:
-        if np.unique(y[te]).size != 2:
-            continue
-        scaled, _, _ = scale_rows(mat, tr, "sparse")
-        xtr, xte = scaled[tr], scaled[te]
-        zero_c = l1_zero_c(xtr, y[tr]) * (1.0 - 1e-6)
-        dec = np.zeros((len(te), len(cs)))
+    def path(xtr: Any, ytr: np.ndarray, xte: Any) -> np.ndarray:
+        zero_c = l1_zero_c(xtr, ytr) * (1.0 - 1e-6)
+        dec = np.zeros((xte.shape[0], len(cs)))
         for i, c in enumerate(cs):
             if float(c) >= zero_c:
-                dec[:, i] = make(float(c)).fit(xtr, y[tr]).decision_function(xte)
-        per_fold.append(auroc_columns(dec, y[te]))
-    return np.mean(per_fold, axis=0) if per_fold else np.full(len(cs), np.nan)
+                dec[:, i] = make(float(c)).fit(xtr, ytr).decision_function(xte)
+        return dec
+
+    return _mean_fold_auroc(mat, np.asarray(y).astype(np.int64), splits, "sparse", len(cs), path)
 
 
 def logistic_c_path_reference(mat: Any, y: np.ndarray, splits: Splits, cs: Sequence[float]) -> np.ndarray:
