@@ -18,15 +18,17 @@ SAELens release covers SmolLM2-135M, so ghost-lens trains one, with SAELens, fro
    excluded) is saved as ``quality.json`` beside each SAE and summarised in ``info.json``.
 
 The choice (:data:`SMOLLM2_RES`), for a first-use build within ~15 minutes on 2 idle CPU cores, where the trunk
-runs ~770 tokens/s and ten 2x-wide TopK SAEs add ~40% to each forward (measured side by side on one thread: the
-ten SAEs' training step ran at 217 tokens/s against ~80 tokens/s for the 30-layer forward on a loaded machine):
+runs ~770 tokens/s and ten 2x-wide TopK SAEs' training steps cost about as much as the 30-layer forward per token:
 every third layer (2, 5, ..., 29: ten SAEs, so tracks still cross the whole depth), width 2 x 576 = 1152, k = 32,
 250k training tokens in batches of 1024 (~240 Adam steps per SAE, lr 2e-3, linear decay over the last third), on
-the model's answers to 320 prompts (up to 112 new tokens each, generated 64 prompts a batch). Estimated at idle:
-~2-3 min of generation, ~8 min of training, ~1 min of quality. An earlier try with 300k tokens, no normalisation and
-the first position included reached FVU 0.34-0.42 in the middle layers; normalising and dropping the first position
-are what this spec changes. The quality a build reached is in its ``info.json`` (``quality``, per layer) and is
-printed by ``ghost-lens saes eval --model smollm2-135m``.
+the model's answers to 192 prompts (up to 64 new tokens each, generated 64 prompts a batch): 20k unique training
+tokens, so ~12 epochs. The model runs over them once: the later epochs replay the first one's activations from
+memory (446 MB; :func:`ghost_lens.saes.runners.train_saes_multi`, ``replay_mb``), which gives the same SAEs, bit
+for bit, as running it every epoch, in 40% of the time. Measured on one core with the other busy: generation 354 s,
+training + quality 675 s (1690 s without the replay). An earlier try with 300k tokens, no normalisation and the first
+position included reached FVU 0.34-0.42 in the middle layers; normalising and dropping the first position are what
+this spec changes. The quality a build reached is in its ``info.json`` (``quality``, per layer) and is printed by
+``ghost-lens saes eval --model smollm2-135m``.
 
 Cache: ``$GHOST_LENS_CACHE`` (else ``~/.cache/ghost-lens``) ``/<release>/<hash of the spec>/`` holding
 ``saes/blocks.{L}.hook_resid_post/`` (SAELens folders with ``quality.json``), ``corpus.jsonl`` (the training text)

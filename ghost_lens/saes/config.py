@@ -78,6 +78,11 @@ class SAETrainingConfig:
     """Held-out rows the CE loss recovered is measured on (``None``: all, ``0``: not measured)."""
     exclude_token_ids: list[int] | None = None
     """Token ids (e.g. padding) left out of training."""
+    replay_mb: int = 2048
+    """SAEs trained together (:func:`~ghost_lens.saes.runners.train_saes_multi`) over more than one epoch of the
+    tokens: keep the first epoch's activations of every hook in memory, up to this many MB, and replay them for the
+    later epochs instead of running the model again (the same activations in the same order: the same SAEs). A first
+    epoch larger than this: the model runs every epoch. ``0``: never replay."""
     device: str | None = None
     """Training device; ``None``: the model's device."""
 
@@ -94,6 +99,8 @@ class SAETrainingConfig:
         for name in ("training_tokens", "k", "train_batch_size_tokens", "n_batches_for_norm_estimate"):
             if not _positive_int(getattr(self, name)):
                 raise ConfigError(f"{_key(name)} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not (isinstance(self.replay_mb, int) and not isinstance(self.replay_mb, bool) and self.replay_mb >= 0):
+            raise ConfigError(f"{_key('replay_mb')} must be an integer >= 0, got {self.replay_mb!r}")
         if not _positive_int(self.context_size) or self.context_size < 2:
             raise ConfigError(f"{_key('context_size')} must be an integer >= 2, got {self.context_size!r}")
         for name in ("lr", "l1_coefficient"):

@@ -6,7 +6,10 @@ Two entry points, both SAELens end to end (ghost-lens writes no training loop):
   this SAE; the toy world trains its per-layer SAEs this way);
 - :func:`train_saes_multi`: one SAE per hook, all trained together by ``MultiSAETrainingRunner`` from ONE model
   forward per batch whatever the number of hooks (each SAE keeps its own optimizer, schedule and activation
-  scaler inside SAELens).
+  scaler inside SAELens). Over more than one epoch of the rows, the model runs over them once: the runner's
+  activation store replays the first epoch's filtered activations for the later ones
+  (:func:`_replay_later_epochs`, up to ``replay_mb``), the stream SAELens's mixing buffer and trainer receive is
+  unchanged, and so are the SAEs.
 
 Steps (both; every setting from one :class:`~ghost_lens.saes.config.SAETrainingConfig`):
 1. read each hook's width from one short forward (``d_in``; a per-head hook is flattened, as SAELens does);
@@ -263,6 +266,51 @@ def _counted(loader: Iterator[Mapping[str, torch.Tensor]], n_skip: int, batch_to
         yield batch
 
 
+def _replay_later_epochs(store: Any, budget_bytes: int) -> None:
+    """Make ``store`` (SAELens's multi-hook ``ActivationsStore``) run the model over the training rows once.
+
+    The store's producer runs one model forward per batch of rows and filters each batch's activations (first
+    positions, special tokens); at the end of the rows it starts the next epoch from the first row, so every epoch
+    yields the same batches in the same order (the rows are a non-streamed dataset; the rows left over after the
+    last full batch are dropped at every epoch's end). The replacement records the first epoch's filtered batches
+    and yields them again, in the same order, for the later epochs, without the model: SAELens's mixing buffer
+    downstream receives the same stream, so the SAEs are the same. When the first epoch's activations pass
+    ``budget_bytes`` the model runs every epoch, as before. Where SAELens lacks the two store methods this relies
+    on, nothing changes (a logged note)."""
+    plain = getattr(store, "_iterate_filtered_multi_hook_activations", None)
+    one_batch = getattr(store, "_get_filtered_multi_hook_llm_batch", None)
+    if plain is None or one_batch is None:
+        logger.info("this SAELens's activation store has no per-batch producer; the model runs every epoch")
+        return
+
+    def producer() -> Iterator[dict[str, torch.Tensor]]:
+        recorded: list[dict[str, torch.Tensor]] | None = []
+        used = 0
+        while True:
+            try:
+                batch = one_batch(raise_on_epoch_end=True)
+            except StopIteration:
+                break
+            if recorded is not None:
+                used += sum(t.numel() * t.element_size() for t in batch.values())
+                if used > budget_bytes:
+                    logger.info("one epoch of activations passes replay_mb (%d MB); the model runs every epoch",
+                                budget_bytes >> 20)
+                    recorded = None
+                else:
+                    recorded.append(batch)
+            yield batch
+        if not recorded:  # over the budget, or no full batch (the store's own producer then says so)
+            yield from plain()
+            return
+        logger.info("replaying the first epoch's activations (%d batches, %.0f MB) for the later epochs",
+                    len(recorded), used / 2**20)
+        while True:
+            yield from recorded
+
+    store._iterate_filtered_multi_hook_activations = producer
+
+
 def train_saes_multi(
     model: Any,
     hook_names: Sequence[str],
@@ -274,7 +322,8 @@ def train_saes_multi(
 ) -> dict[str, Any]:
     """Train one SAE per hook of ``hook_names`` together with SAELens's ``MultiSAETrainingRunner``.
 
-    One model forward per batch of token rows feeds every SAE (the per-hook cost is only the SAE's own step).
+    One model forward per batch of token rows feeds every SAE (the per-hook cost is only the SAE's own step), and
+    only in the first epoch when ``cfg.replay_mb`` holds an epoch's activations (:func:`_replay_later_epochs`).
     Settings as :func:`train_sae`, and ``cfg.skip_first`` leaves the first position of each row out of training
     (SAELens ``seqpos_slice=(1, None)``; its residual norm is many times the others' in most LMs). Returns hook
     name -> inference ``sae_lens.SAE``.
@@ -299,8 +348,10 @@ def train_saes_multi(
     with torch.random.fork_rng(devices=[]), _quiet_sae_lens(None):
         torch.manual_seed(cfg.seed)  # SAE initialisation and the activation buffer's shuffling
         runner = MultiSAETrainingRunner(runner_cfg, override_model=model, override_dataset=dataset)
+        store = runner.activations_store
+        if cfg.replay_mb > 0 and cfg.training_tokens > batch_tokens:
+            _replay_later_epochs(store, cfg.replay_mb * 2**20)
         if progress is not None:
-            store = runner.activations_store
             loader = store.get_multi_hook_data_loader
             store.get_multi_hook_data_loader = lambda: _counted(  # type: ignore[method-assign]
                 loader(), cfg.n_batches_for_norm_estimate, batch_tokens, cfg.training_tokens, progress

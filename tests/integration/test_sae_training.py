@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -177,6 +178,42 @@ def test_multi_runner_one_forward_per_batch_whatever_the_layers(n_layers):
     per_layer = [b for b in seen if len(b) > 2 * 4 * 8]
     assert len(per_layer) == n_layers * len(batches)  # the same batches, once per layer
     assert len(set(per_layer)) == len(set(batches))
+
+
+def _train_counting_forwards(model, hooks, tokens, cfg):
+    from ghost_lens.saes.runners import train_saes_multi
+
+    seen, handle = _forward_counter(model)
+    try:
+        saes = train_saes_multi(model, hooks, tokens, cfg)
+    finally:
+        handle.remove()
+    return saes, [b for b in seen if len(b) > 2 * 4 * 8]  # drop the one width probe on two 4-token rows
+
+
+def test_later_epochs_replay_the_first_one_and_train_the_same_saes():
+    model = tiny_model(n_ctx=64, model_name="tiny2")
+    # 200 rows of 64 tokens: the store draws 64-row batches, 3 per epoch (8 rows left over, dropped every epoch);
+    # 40k training tokens are ~3.3 epochs of the 12096 tokens an epoch yields (first positions left out)
+    tokens = torch.randint(0, 50, (200, 64), generator=torch.Generator().manual_seed(2))
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    base = SAETrainingConfig(expansion=2, training_tokens=40_000, train_batch_size_tokens=512, k=4, seed=0,
+                             context_size=64)
+
+    replayed, forwards = _train_counting_forwards(model, hooks, tokens, base)
+    assert len(forwards) == 3 and len(set(forwards)) == 3  # one epoch through the model, then from memory
+
+    rerun, forwards_0 = _train_counting_forwards(model, hooks, tokens, dataclasses.replace(base, replay_mb=0))
+    assert len(forwards_0) >= 9 and len(set(forwards_0)) == 3  # the model over the same 3 batches every epoch
+    # an epoch's activations (1.5 MB) over a 1 MB budget: the model runs every epoch, as with replay_mb=0
+    _, forwards_1 = _train_counting_forwards(model, hooks, tokens, dataclasses.replace(base, replay_mb=1))
+    assert forwards_1 == forwards_0
+
+    for h in hooks:  # the same activation stream, so the same SAEs, bit for bit
+        a, b = replayed[h].state_dict(), rerun[h].state_dict()
+        assert sorted(a) == sorted(b)
+        for name in a:
+            assert torch.equal(a[name], b[name]), (h, name)
 
 
 def test_interrupted_training_leaves_the_old_saes(tiny, tmp_path, monkeypatch):
