@@ -20,6 +20,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 class _State:
     debug: bool = False
+    threads: int | None = None
+    """``--threads``: also the evaluation's worker processes (``track``)."""
 
 
 state = _State()

@@ -45,10 +45,12 @@ def callback(
     threads: Annotated[
         int | None,
         typer.Option("--threads", min=1, help="CPU threads for torch and for numpy/scikit-learn's BLAS and OpenMP "
-                     "pools (1 is fastest for small models on a busy machine)."),
+                     "pools (1 is fastest for small models on a busy machine); `track` also fits its evaluation's "
+                     "folds in this many processes (the same numbers)."),
     ] = None,
 ) -> None:
     state.debug = debug
+    state.threads = threads
     setup_logging(verbose)
     if threads is not None:
         import torch

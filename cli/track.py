@@ -19,6 +19,7 @@ from ghost_lens_cli._common import (
     handle_errors,
     load_run_config,
     parse_layers,
+    state,
 )
 
 DatasetOpt = Annotated[
@@ -94,7 +95,8 @@ def _track(model, sae_release, sae_dir, dataset, config, layers, num_samples, ou
     fields = {"model": model, "sae_release": sae_release, "sae_dir": sae_dir, "dataset": dataset,
               "num_samples": num_samples, "capture.layers": parse_layers(layers), "device": device}
     cfg = load_run_config(config, set_, **fields)
-    run = run_track(cfg, out, force=force, progress=True, argv=sys.argv)  # no --out: runs/MODEL_DATASET
+    run = run_track(cfg, out, force=force, progress=True, argv=sys.argv,  # no --out: runs/MODEL_DATASET
+                    n_jobs=state.threads or 1)
     if run is None:  # a data-parallel rank other than 0: its shards are written, rank 0 writes the run
         return
     ev = run.evaluation

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from ghost_lens.capture.trace import FeatureTrace
     from ghost_lens.detect.evaluation import EvaluationResult
+    from ghost_lens.detect.features import FeatureGroup
     from ghost_lens.saes.bundle import SAEBundle
     from ghost_lens.tracking import TrackingResult
 
@@ -120,9 +121,12 @@ def track(trace: FeatureTrace, cfg: TrackerConfig | None = None, *, decoder_mode
 
 
 def evaluate(trace: FeatureTrace, tracking: TrackingResult, cfg: RunConfig | None = None, *,
-             random_tracking: TrackingResult | None = None, progress: Any = False) -> EvaluationResult:
+             random_tracking: TrackingResult | None = None, progress: Any = False,
+             feature_groups: Mapping[str, FeatureGroup] | None = None, n_jobs: int = 1) -> EvaluationResult:
     """The detector (on its feature groups), the ablation, the stacked scorer and the baselines on the same
-    group-wise folds, broken down by ``meta["kind"]`` when the capture's examples carry one."""
+    group-wise folds, broken down by ``meta["kind"]`` when the capture's examples carry one. ``feature_groups``:
+    the groups of ``trace`` and ``tracking`` when already built (:func:`ghost_lens.detect.features.build_feature_groups`;
+    the ``position_tracks`` group runs the tracker again). ``n_jobs``: processes fitting the folds (same numbers)."""
     from ghost_lens.detect.evaluation import BaselineInputs
     from ghost_lens.detect.evaluation import evaluate as _evaluate
     from ghost_lens.detect.features import build_feature_groups
@@ -130,7 +134,7 @@ def evaluate(trace: FeatureTrace, tracking: TrackingResult, cfg: RunConfig | Non
     cfg = cfg or RunConfig()
     if random_tracking is None:
         random_tracking = control_tracking(trace, cfg)
-    groups = build_feature_groups(trace, tracking, cfg)
+    groups = dict(feature_groups) if feature_groups is not None else build_feature_groups(trace, tracking, cfg)
     random_groups = None
     if random_tracking is not None and "tracks" in cfg.detector.features:
         # the tracks group from random decoder directions; the other groups as they are (see the control's text)
@@ -150,6 +154,7 @@ def evaluate(trace: FeatureTrace, tracking: TrackingResult, cfg: RunConfig | Non
             "the tracker on random decoder directions (the other groups unchanged)"),
         kinds=example_kinds(trace),
         progress=progress,
+        n_jobs=n_jobs,
     )
 
 
@@ -162,13 +167,19 @@ def example_kinds(trace: FeatureTrace) -> list[Any] | None:
     return None if all(k is None for k in kinds) else kinds
 
 
-def detector_features(trace: FeatureTrace, tracking: TrackingResult, cfg: RunConfig) -> tuple[Any, list[str]]:
-    """``(X [N, F], column names)``: the detector's feature groups side by side (``group.column``), as evaluated."""
+def detector_features(trace: FeatureTrace, tracking: TrackingResult, cfg: RunConfig, *,
+                      feature_groups: Mapping[str, FeatureGroup] | None = None) -> tuple[Any, list[str]]:
+    """``(X [N, F], column names)``: the detector's feature groups side by side (``group.column``), as evaluated
+    (taken from ``feature_groups`` when given and holding them all, else built)."""
     import numpy as np
 
     from ghost_lens.detect.features import build_feature_groups
 
-    groups = build_feature_groups(trace, tracking, cfg, names=cfg.detector.features)
+    names = list(cfg.detector.features)
+    if feature_groups is not None and all(n in feature_groups for n in names):
+        groups = {n: feature_groups[n] for n in names}
+    else:
+        groups = build_feature_groups(trace, tracking, cfg, names=names)
     X = np.concatenate([g.values for g in groups.values()], axis=1)
     return X, [f"{name}.{c}" for name, g in groups.items() for c in g.names]
 

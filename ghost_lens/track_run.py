@@ -81,7 +81,7 @@ def _progress_callback(prog: Any, description: str):
 
 
 def run_track(cfg: RunConfig, out: str | Path | None = None, *, force: bool = False, progress: bool = True,
-              argv: list[str] | None = None) -> TrackRun | None:
+              argv: list[str] | None = None, n_jobs: int = 1) -> TrackRun | None:
     """Every stage of ``cfg`` into the run folder ``out`` (``None``: :func:`ghost_lens.run_folder.default_run_dir`
     of the config's model and dataset), holding the folder's lock throughout
     (:func:`ghost_lens.run_folder.open_run_folder` says when a folder may be used and when its capture is reused).
@@ -106,7 +106,7 @@ def run_track(cfg: RunConfig, out: str | Path | None = None, *, force: bool = Fa
             ctx.broadcast({"error": error_text(exc)})  # the other ranks stop with it instead of waiting
             raise
         try:
-            return _run_stages(folder, cfg, progress, ctx, device)
+            return _run_stages(folder, cfg, progress, ctx, device, n_jobs)
         finally:
             folder.release()
     finally:
@@ -145,9 +145,10 @@ def _no_stage():
     yield
 
 
-def _run_stages(folder: RunFolder, cfg: RunConfig, progress: bool, ctx: Any, device: str) -> TrackRun:
+def _run_stages(folder: RunFolder, cfg: RunConfig, progress: bool, ctx: Any, device: str, n_jobs: int = 1) -> TrackRun:
     from ghost_lens.capture.distributed import error_text
     from ghost_lens.capture.shards import CaptureShards, prepare_partial
+    from ghost_lens.detect.features import build_feature_groups
     from ghost_lens.pipeline import control_tracking, evaluate, load_model_and_bundle, track
 
     load_cfg = dataclasses.replace(cfg, device=device)  # the saved config keeps what the user typed (``auto``)
@@ -194,9 +195,11 @@ def _run_stages(folder: RunFolder, cfg: RunConfig, progress: bool, ctx: Any, dev
             _write_track_outputs(folder.path, trace, tracking)
         with _stage(folder, "evaluation"):
             random_tracking = control_tracking(trace, cfg, progress=prog)
-            evaluation = evaluate(trace, tracking, cfg, random_tracking=random_tracking, progress=prog)
+            groups = build_feature_groups(trace, tracking, cfg)  # once: the evaluation's and the final detector's
+            evaluation = evaluate(trace, tracking, cfg, random_tracking=random_tracking, progress=prog,
+                                  feature_groups=groups, n_jobs=n_jobs)
             evaluation.save(folder.path)
-            _save_final_detector(folder.path, tracking, trace, cfg)
+            _save_final_detector(folder.path, tracking, trace, cfg, groups)
     run = TrackRun(folder, trace, tracking, evaluation)
     from ghost_lens.run_report import write_report
 
@@ -321,7 +324,7 @@ def _write_track_outputs(path: Path, trace: Any, tracking: Any) -> None:
                 title=f"{trace.ids[best]}: {trace.meta['prompts'][best]!r} -> {trace.meta['answers'][best]!r}")
 
 
-def _save_final_detector(path: Path, tracking: Any, trace: Any, cfg: RunConfig) -> None:
+def _save_final_detector(path: Path, tracking: Any, trace: Any, cfg: RunConfig, groups: Any = None) -> None:
     """The detector refitted on every example, fitted like the evaluated ones (``random_state = eval.seed``,
     grouped inner calibration folds), saved as safetensors + JSON with the config's hash (for ``explain``); its
     scores are not used in the evaluation."""
@@ -329,7 +332,7 @@ def _save_final_detector(path: Path, tracking: Any, trace: Any, cfg: RunConfig) 
     from ghost_lens.detect.detector_io import config_hash, save_detector
     from ghost_lens.pipeline import detector_features
 
-    X, names = detector_features(trace, tracking, cfg)
+    X, names = detector_features(trace, tracking, cfg, feature_groups=groups)
     det = HallucinationDetector.from_config(cfg.detector, names, random_state=cfg.eval.seed)
     det.fit(X, trace.labels, groups=trace.groups)
     save_detector(det, path, feature_names=names, feature_groups=list(cfg.detector.features),

@@ -313,9 +313,7 @@ class SelectingProbe(ClassifierMixin, BaseEstimator):
         self.selection_auroc_ = scores
         self.estimator_ = self._model(self.C_).fit(X.mats[best_j], y)
         if self.log is not None:
-            self.log.setdefault("selected", []).append({"candidate": self.candidate_, "C": self.C_})
-            layer, _ = Counter(s["candidate"] for s in self.log["selected"]).most_common(1)[0]
-            self.log["candidate"], self.log["layer"] = layer, _layer_of(layer)
+            record_choice(self.log, self.candidate_, self.C_)
         return self
 
     def predict_proba(self, X: LayerStack) -> np.ndarray:
@@ -325,6 +323,14 @@ class SelectingProbe(ClassifierMixin, BaseEstimator):
     def decision_function(self, X: LayerStack) -> np.ndarray:
         X = X if isinstance(X, LayerStack) else LayerStack([X], ["0"])
         return self.estimator_.decision_function(X.mats[self.candidate_index_])
+
+
+def record_choice(log: dict[str, Any], candidate: str, c: float) -> None:
+    """Append one fit's choice to ``log["selected"]`` and set ``log["candidate"]`` / ``log["layer"]`` to the most
+    frequent candidate so far (ties: the first chosen)."""
+    log.setdefault("selected", []).append({"candidate": candidate, "C": c})
+    top, _ = Counter(s["candidate"] for s in log["selected"]).most_common(1)[0]
+    log["candidate"], log["layer"] = top, _layer_of(top)
 
 
 def _layer_of(candidate: str) -> int | str:
@@ -419,7 +425,7 @@ def _dense_probe(inputs: BaselineInputs, n: int, probe_c: float) -> tuple[Method
     return Method(
         "probe", "baseline", "logistic-regression probe on the raw residual stream (standardised, "
         "class-balanced; residual, layer and C chosen by grouped inner CV in the training folds)",
-        stack, _probe_factory("dense", cs, log), pass_groups=True, extra=log), None
+        stack, _probe_factory("dense", cs), pass_groups=True, extra=log), None
 
 
 def _sparse_probe(inputs: BaselineInputs, n: int) -> tuple[Method | None, str | None]:
@@ -437,7 +443,7 @@ def _sparse_probe(inputs: BaselineInputs, n: int) -> tuple[Method | None, str | 
     return Method(
         "sparse_probe", "baseline", "L1 logistic regression on the SAE activations at the last prompt "
         "token (max-abs scaled, class-balanced; layer and C chosen by grouped inner CV in the training "
-        "folds)", stack, _probe_factory("sparse", SPARSE_CS, log), pass_groups=True, extra=log), None
+        "folds)", stack, _probe_factory("sparse", SPARSE_CS), pass_groups=True, extra=log), None
 
 
 def kind_one_hot(kinds: Sequence[str | None] | None, n: int) -> tuple[np.ndarray | None, str | None]:
@@ -479,8 +485,11 @@ def _kind_baselines(inputs: BaselineInputs, names: Sequence[str], n: int, column
                                   _score_model, extra={"inputs": [*used, "kind"]}))
 
 
-def _probe_factory(kind: str, cs: Sequence[float], log: dict[str, Any]) -> Callable[[], SelectingProbe]:
-    return lambda: SelectingProbe(kind, cs, log=log)
+def _probe_factory(kind: str, cs: Sequence[float]) -> Callable[[], SelectingProbe]:
+    """Probes for the evaluation. Each fit's choice reaches the method's ``extra`` log through the evaluation
+    (:func:`record_choice`; the fits may run in other processes, see ``n_jobs`` of
+    :func:`ghost_lens.detect.evaluation.evaluate`), not from inside ``fit``."""
+    return lambda: SelectingProbe(kind, cs)
 
 
 def _dense_candidates(inputs: BaselineInputs, n: int) -> tuple[LayerStack | None, str | None]:

@@ -220,3 +220,14 @@ def test_progress_accepts_the_pipeline_conventions(progress):
             assert bar.tasks[0].completed == bar.tasks[0].total == 6  # 2 folds x (detector, length, stacked)
     else:
         evaluate(**data.kwargs(), cfg_detector=DetectorConfig(), cfg_eval=cfg, progress=progress)
+
+
+def test_folds_fitted_in_two_processes_give_the_same_numbers(tracks_result):
+    data, serial = tracks_result
+    parallel = evaluate(**data.kwargs(), cfg_detector=DetectorConfig(), cfg_eval=fast_eval(), n_jobs=2)
+    assert json.dumps(parallel.metrics, sort_keys=True, default=str) == json.dumps(serial.metrics, sort_keys=True,
+                                                                                    default=str)
+    assert serial.metrics["baselines"]["probe"]["selected"]  # the probes' choices came back from the workers
+    assert sorted(parallel.scores) == sorted(serial.scores)
+    for name, values in serial.scores.items():
+        np.testing.assert_array_equal(parallel.scores[name], values)

@@ -15,6 +15,7 @@ from ghost_lens.detect.baselines import (
     LayerStack,
     SelectingProbe,
     build_baselines,
+    record_choice,
     sae_at_last_prompt,
 )
 from ghost_lens.detect.folds import make_folds
@@ -129,6 +130,8 @@ def test_build_baselines_makes_both_probes_with_grouped_selection():
     assert probe.X.names == ["answer_mean/L3", "answer_mean/L5", "last_prompt/L3", "last_prompt/L5"]
     assert 0.05 in probe.extra["Cs"] and sparse.X.names == ["L3", "L5"]
     est = probe.make().fit(probe.X[: y.size - 10], y[:-10], groups=groups[:-10])
+    assert "selected" not in probe.extra  # the evaluation records each fit's choice (it may fit elsewhere)
+    record_choice(probe.extra, est.candidate_, est.C_)
     assert probe.extra["selected"] == [{"candidate": est.candidate_, "C": est.C_}]
     assert probe.extra["layer"] in (3, 5)
     _, skipped, _ = build_baselines(BaselineInputs(), ["probe", "sparse_probe"], y.size, 0.1)
