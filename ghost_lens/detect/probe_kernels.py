@@ -125,7 +125,7 @@ def ridge_screen_scores(
 
     A screen, so cheap: the rows are scaled once on all of ``mat``'s rows (:func:`scale_rows`; the probe passes its
     training rows only, and the scaling statistics read no label), not once per split. Then, fewer columns than
-    rows: per split, the primal ``(A^T A + l I) w = A^T y`` on the rows centred on the split's training rows
+    any split's training rows: per split, the primal ``(A^T A + l I) w = A^T y`` on the rows centred on the split's training rows
     (``d x d``); else one linear kernel of all rows (sparse rows stay sparse: :func:`_gram`), and per
     split the dual solution on its centred sub-kernel (:func:`_centred_kernel_scores`). One Cholesky factorisation
     per split and penalty; the held-out scores of every penalty get their AUROC in one rank computation.
@@ -139,7 +139,7 @@ def ridge_screen_scores(
     if not splits:
         return np.full(n_lam, np.nan)
     scaled, _, _ = scale_rows(mat, np.arange(mat.shape[0]), kind)
-    kern = _gram(scaled) if mat.shape[1] >= mat.shape[0] else None
+    kern = _gram(scaled) if mat.shape[1] >= max(tr.size for tr, _ in splits) else None  # the smaller system
     per_fold = []
     for tr, te in splits:
         yc = y[tr] - y[tr].mean()

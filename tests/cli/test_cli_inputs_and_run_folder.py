@@ -122,6 +122,19 @@ def test_forced_run_with_new_layers_interrupted_before_capture_is_not_reused(tmp
     assert [p.name for p in out.iterdir() if ".tmp-" in p.name or ".old-" in p.name] == []
 
 
+def test_threads_fit_the_evaluation_in_processes_with_the_same_numbers(tmp_path):
+    """``--threads 2`` on the saved capture: the evaluation's folds in two processes, the same metrics file."""
+    out = tmp_path / "run"
+    sets = [*RUN_SETS, "--set", "eval.n_repeats=1", "--set", "eval.baselines=[logprob,probe,shuffled]"]
+    first = invoke("--threads", "1", "track", "--out", out, "--layers", "0-1", *sets)
+    assert first.exit_code == 0, first.output
+    one = (out / C.DETECTION_METRICS).read_text()
+    second = invoke("--threads", "2", "track", "--out", out, "--layers", "0-1", *sets)
+    assert second.exit_code == 0, second.output
+    assert json.loads((out / C.MANIFEST).read_text())["capture_reused"] is True
+    assert (out / C.DETECTION_METRICS).read_text() == one
+
+
 # ---- options ------------------------------------------------------------------------------------------------------
 
 
