@@ -57,6 +57,7 @@ last run into ``RUN`` again.
     python benchmarks/bench_track_medium.py --threads 1 --reuse-capture       # tracking + evaluation again
     python benchmarks/bench_track_medium.py --threads 1 --code /tmp/glb_head   # the committed code ("before")
     python benchmarks/bench_track_medium.py -n 200 --cache /tmp/glb-cache --out /tmp/glb-run
+    python benchmarks/bench_track_medium.py --threads 16 --track-args "--device cuda --set capture.batch_size=128"
 """
 
 from __future__ import annotations
@@ -426,6 +427,8 @@ def main() -> None:
     p.add_argument("--report-only", action="store_true", help="print the last run's table again")
     p.add_argument("--py-spy", type=Path, default=None, metavar="SVG", help="run under py-spy record --idle")
     p.add_argument("--build-only", action="store_true")
+    p.add_argument("--track-args", default="", help="more `track` arguments, e.g. '--device cuda --set "
+                   "capture.batch_size=128' (split on whitespace)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--profile-path", type=Path, default=None, help=argparse.SUPPRESS)
     p.add_argument("cli_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -465,7 +468,7 @@ def main() -> None:
         code = args.code.expanduser().resolve()
         env |= {CODE_ENV: str(code), "PYTHONPATH": os.pathsep.join(filter(None, [str(code),
                                                                                  env.get("PYTHONPATH")]))}
-    cli_args = card_command(args.threads, args.num_samples, out)
+    cli_args = card_command(args.threads, args.num_samples, out) + args.track_args.split()
     profile_path = scratch / "profile.json"
     if not args.plain:
         argv = [sys.executable, str(Path(__file__).resolve()), "--child", "--profile-path", str(profile_path),
