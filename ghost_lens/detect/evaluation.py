@@ -124,7 +124,7 @@ def _fit_all(
     failed: dict[str, str] = {}
     extras = {m.name: m.extra for m in methods}
     total = len(parts) * len(methods)
-    with _progress(progress, total) as report_progress:
+    with _progress(progress, total) as report_progress, contextlib.ExitStack() as stack:
         if n_jobs == 1:
             fits: Iterator[_FoldFit] = (
                 _fit_fold(methods, y, groups, folds, r, k, seeds[r], rule, skip=failed,
@@ -134,9 +134,9 @@ def _fit_all(
         else:
             from joblib import Parallel, delayed, parallel_config
 
-            with parallel_config(backend="loky", inner_max_num_threads=1):
-                fits = Parallel(n_jobs=n_jobs, return_as="generator")(
-                    delayed(_fit_fold)(methods, y, groups, folds, r, k, seeds[r], rule) for r, k in parts)
+            stack.enter_context(parallel_config(backend="loky", inner_max_num_threads=1))
+            fits = Parallel(n_jobs=n_jobs, return_as="generator")(
+                delayed(_fit_fold)(methods, y, groups, folds, r, k, seeds[r], rule) for r, k in parts)
         for i, fit in enumerate(fits):
             _merge(fit, folds, oof, det, failed, extras)
             report_progress((i + 1) * len(methods), total, f"repeat {fit.r + 1}/{n_rep}, fold {fit.k + 1}/{n_folds}")
