@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -95,8 +96,8 @@ def _track(model, sae_release, sae_dir, dataset, config, layers, num_samples, ou
     fields = {"model": model, "sae_release": sae_release, "sae_dir": sae_dir, "dataset": dataset,
               "num_samples": num_samples, "capture.layers": parse_layers(layers), "device": device}
     cfg = load_run_config(config, set_, **fields)
-    run = run_track(cfg, out, force=force, progress=True, argv=sys.argv,  # no --out: runs/MODEL_DATASET
-                    n_jobs=state.threads or 1)
+    jobs = min(state.threads or 1, os.cpu_count() or 1)  # evaluation processes: --threads, at most one per CPU
+    run = run_track(cfg, out, force=force, progress=True, argv=sys.argv, n_jobs=jobs)  # no --out: runs/MODEL_DATASET
     if run is None:  # a data-parallel rank other than 0: its shards are written, rank 0 writes the run
         return
     ev = run.evaluation
