@@ -139,7 +139,9 @@ def _fit_all(
                 delayed(_fit_fold)(methods, y, groups, folds, r, k, seeds[r], rule) for r, k in parts)
         for i, fit in enumerate(fits):
             _merge(fit, folds, oof, det, failed, extras)
-            report_progress((i + 1) * len(methods), total, f"repeat {fit.r + 1}/{n_rep}, fold {fit.k + 1}/{n_folds}")
+            if n_jobs != 1:  # one process reports after each method (on_method)
+                report_progress((i + 1) * len(methods), total,
+                                f"repeat {fit.r + 1}/{n_rep}, fold {fit.k + 1}/{n_folds}")
     return oof, det, failed
 
 

@@ -1,7 +1,8 @@
 """Fast kernels behind :class:`ghost_lens.detect.baselines.SelectingProbe`'s choice of candidate and ``C``.
 
-Everything here runs on the rows of one inner training fold and is scored on that inner fold's held-out rows: the
-probe calls it inside an outer training part only, so no choice ever sees an evaluation row.
+The probe calls everything here on the rows of one outer training part only, so no choice ever sees an evaluation
+row; each score is fitted on an inner fold's training rows and scored on its held-out rows (the ridge screen's
+label-free scaling alone is fitted on the whole training part).
 
 1. :func:`ridge_screen_scores`: a closed-form ridge screen. For one candidate matrix, the features are scaled once
    on the rows given (the probe's training rows; standardised, or max-abs for sparse SAE activations; the
@@ -125,8 +126,8 @@ def ridge_screen_scores(
 
     A screen, so cheap: the rows are scaled once on all of ``mat``'s rows (:func:`scale_rows`; the probe passes its
     training rows only, and the scaling statistics read no label), not once per split. Then, fewer columns than
-    any split's training rows: per split, the primal ``(A^T A + l I) w = A^T y`` on the rows centred on the split's training rows
-    (``d x d``); else one linear kernel of all rows (sparse rows stay sparse: :func:`_gram`), and per
+    any split's training rows: per split, the primal ``(A^T A + l I) w = A^T y`` on the rows centred on the split's
+    training rows (``d x d``); else one linear kernel of all rows (sparse rows stay sparse: :func:`_gram`), and per
     split the dual solution on its centred sub-kernel (:func:`_centred_kernel_scores`). One Cholesky factorisation
     per split and penalty; the held-out scores of every penalty get their AUROC in one rank computation.
     ``lambdas=None``: relative to the mean squared row norm of the split's centred training rows,
@@ -139,14 +140,14 @@ def ridge_screen_scores(
     if not splits:
         return np.full(n_lam, np.nan)
     scaled, _, _ = scale_rows(mat, np.arange(mat.shape[0]), kind)
-    kern = _gram(scaled) if mat.shape[1] >= max(tr.size for tr, _ in splits) else None  # the smaller system
+    dual = mat.shape[1] >= max(tr.size for tr, _ in splits)  # the smaller system
+    kern, a = (_gram(scaled), None) if dual else (None, _dense(scaled))
     per_fold = []
     for tr, te in splits:
         yc = y[tr] - y[tr].mean()
         if kern is not None:
             scores = _centred_kernel_scores(kern, tr, te, yc, lambdas)
         else:
-            a = _dense(scaled)
             mu = a[tr].mean(axis=0)
             a_tr, a_te = a[tr] - mu, a[te] - mu
             scores = a_te @ _ridge_solutions(a_tr.T @ a_tr, a_tr.T @ yc, lambdas, tr.size)
