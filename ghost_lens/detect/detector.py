@@ -33,9 +33,6 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import HistGradientBoostingClassifier
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 from sklearn.utils.multiclass import check_classification_targets, type_of_target
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -43,6 +40,7 @@ from ghost_lens.config import DetectorConfig
 from ghost_lens.detect.calibration import Calibrator, fit_calibrator
 from ghost_lens.detect.folds import inner_splits
 from ghost_lens.detect.metrics import weighted_auroc
+from ghost_lens.detect.rowspace import standardised_logistic
 from ghost_lens.errors import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -152,7 +150,8 @@ class HallucinationDetector(ClassifierMixin, BaseEstimator):
     def _make_classifier(self) -> Any:
         if self.classifier == "gradient_boosting":
             return HistGradientBoostingClassifier(max_leaf_nodes=15, random_state=self.random_state)
-        return make_pipeline(StandardScaler(), LogisticRegression(C=1.0, solver="newton-cholesky"))
+        # more columns than rows (888 at the gpt2-medium shape): solved in the rows' span (:mod:`.rowspace`)
+        return standardised_logistic(C=1.0, solver="newton-cholesky")
 
     def _fit_components(self, X: np.ndarray, y: np.ndarray, w: np.ndarray) -> _Components:
         signs, sorted_cols = [], []

@@ -102,10 +102,16 @@ def _centred_kernel_scores(kern: np.ndarray, tr: np.ndarray, te: np.ndarray, yc:
     rows: the kernel of the rows centred on the ``tr`` rows' mean follows from ``kern`` alone
     (``K_ij - m_i - m_j + c``, ``m_i`` the mean of row i's kernel over ``tr``, ``c`` their mean over ``tr``), then
     ``K_te,tr (K_tr,tr + l I)^-1 y`` with one Cholesky factorisation per penalty."""
-    m = kern[:, tr].mean(axis=1)
-    c = float(m[tr].mean())
-    gram = kern[np.ix_(tr, tr)] - m[tr][:, None] - m[tr][None, :] + c
-    project = kern[np.ix_(te, tr)] - m[te][:, None] - m[tr][None, :] + c
+    cols = kern.take(tr, axis=1)  # [n, n_tr]: two takes, 2.5x faster than one np.ix_ gather
+    m = cols.mean(axis=1)
+    m_tr = m[tr]
+    c = float(m_tr.mean())
+    gram = cols.take(tr, axis=0)
+    gram -= m_tr[:, None]
+    gram -= m_tr[None, :] - c
+    project = cols.take(te, axis=0)
+    project -= m[te][:, None]
+    project -= m_tr[None, :] - c
     return project @ _ridge_solutions(gram, yc, lambdas, tr.size)
 
 
@@ -114,9 +120,12 @@ def _ridge_solutions(gram: np.ndarray, rhs: np.ndarray, lambdas: Sequence[float]
     squared norm ``trace(gram) / n`` of the ``n`` centred rows), one Cholesky factorisation each."""
     lam = (np.asarray(lambdas, dtype=np.float64) if lambdas is not None
            else np.array(RELATIVE_LAMBDAS) * max(float(np.trace(gram)) / n, 1e-12))
-    eye = np.eye(gram.shape[0])
-    return np.column_stack([cho_solve(cho_factor(gram + float(pen) * eye, check_finite=False), rhs, check_finite=False)
-                            for pen in lam])
+    out = np.empty((gram.shape[0], lam.size))
+    for i, pen in enumerate(lam):
+        shifted = gram.copy()
+        shifted.flat[:: gram.shape[0] + 1] += float(pen)  # the diagonal, in place
+        out[:, i] = cho_solve(cho_factor(shifted, overwrite_a=True, check_finite=False), rhs, check_finite=False)
+    return out
 
 
 def ridge_screen_scores(

@@ -132,3 +132,22 @@ def test_activation_totals_match_topk_statistics_when_k_covers_every_active_feat
     np.testing.assert_allclose(tot[:, 1].numpy(), ref[:, 4])
     np.testing.assert_allclose(tot[:, 2].numpy(), ref[:, 2], rtol=1e-4, atol=1e-6)
     assert tot[3].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_evaluation_inputs_in_two_threads_equal_one_after_the_other():
+    """``pipeline.evaluation_inputs``: the control's tracks and the feature groups, at once in two threads
+    (``n_jobs=2``) or one after the other; the same numbers."""
+    from ghost_lens.pipeline import evaluation_inputs, track
+
+    trace = random_trace(n_examples=12, n_layers=3, seed=2)
+    cfg = RunConfig()
+    assert "random_decoder" in cfg.eval.baselines
+    tracking = track(trace, cfg.tracker)
+    one_ctrl, one_groups = evaluation_inputs(trace, tracking, cfg, n_jobs=1)
+    two_ctrl, two_groups = evaluation_inputs(trace, tracking, cfg, n_jobs=2)
+    assert one_ctrl is not None and two_ctrl is not None
+    np.testing.assert_array_equal(one_ctrl.metrics, two_ctrl.metrics)
+    assert list(one_groups) == list(two_groups) and one_groups
+    for name, grp in one_groups.items():
+        assert grp.names == two_groups[name].names
+        np.testing.assert_array_equal(grp.values, two_groups[name].values)
