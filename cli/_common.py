@@ -21,7 +21,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class _State:
     debug: bool = False
     threads: int | None = None
-    """``--threads``: also the evaluation's worker processes (``track``)."""
+    """``--threads``: also the evaluation's worker processes and the tracker's threads (``track``)."""
 
 
 state = _State()

@@ -46,7 +46,8 @@ def callback(
         int | None,
         typer.Option("--threads", min=1, help="CPU threads for torch and for numpy/scikit-learn's BLAS and OpenMP "
                      "pools (1 is fastest for small models on a busy machine); `track` also fits its evaluation's "
-                     "folds in this many processes (the same numbers)."),
+                     "folds in this many processes and tracks this many batches at once, in threads (the same "
+                     "numbers)."),
     ] = None,
 ) -> None:
     state.debug = debug

@@ -112,12 +112,13 @@ def add_vocab(trace: FeatureTrace, model: HookedTransformer) -> None:
 
 
 def track(trace: FeatureTrace, cfg: TrackerConfig | None = None, *, decoder_mode: str = "sae", seed: int = 0,
-          progress: Any = False, keep_graphs: bool = True) -> TrackingResult:
-    """Hypothesis tracks of every example (graphs and per-example metrics)."""
+          progress: Any = False, keep_graphs: bool = True, n_jobs: int = 1) -> TrackingResult:
+    """Hypothesis tracks of every example (graphs and per-example metrics); ``n_jobs`` batches at once in threads
+    (the same result)."""
     from ghost_lens.tracking import track_trace
 
     return track_trace(trace, cfg or TrackerConfig(), decoder_mode=decoder_mode, seed=seed, progress=progress,
-                       keep_graphs=keep_graphs)
+                       keep_graphs=keep_graphs, n_jobs=n_jobs)
 
 
 def evaluate(trace: FeatureTrace, tracking: TrackingResult, cfg: RunConfig | None = None, *,
@@ -135,8 +136,9 @@ def evaluate(trace: FeatureTrace, tracking: TrackingResult, cfg: RunConfig | Non
     if random_tracking is None and feature_groups is None:
         random_tracking, feature_groups = evaluation_inputs(trace, tracking, cfg, n_jobs=n_jobs)
     elif random_tracking is None:
-        random_tracking = control_tracking(trace, cfg)
-    groups = dict(feature_groups) if feature_groups is not None else build_feature_groups(trace, tracking, cfg)
+        random_tracking = control_tracking(trace, cfg, n_jobs=n_jobs)
+    groups = (dict(feature_groups) if feature_groups is not None
+              else build_feature_groups(trace, tracking, cfg, n_jobs=n_jobs))
     random_groups = None
     if random_tracking is not None and "tracks" in cfg.detector.features:
         # the tracks group from random decoder directions; the other groups as they are (see the control's text)
@@ -186,28 +188,24 @@ def detector_features(trace: FeatureTrace, tracking: TrackingResult, cfg: RunCon
     return X, [f"{name}.{c}" for name, g in groups.items() for c in g.names]
 
 
-def control_tracking(trace: FeatureTrace, cfg: RunConfig, *, progress: Any = False) -> TrackingResult | None:
+def control_tracking(trace: FeatureTrace, cfg: RunConfig, *, progress: Any = False,
+                     n_jobs: int = 1) -> TrackingResult | None:
     """The tracker on random decoder directions (the ``random_decoder`` control), when the config asks for it."""
     if "random_decoder" not in cfg.eval.baselines:
         return None
-    return track(trace, cfg.tracker, decoder_mode="random", seed=cfg.eval.seed, progress=progress, keep_graphs=False)
+    return track(trace, cfg.tracker, decoder_mode="random", seed=cfg.eval.seed, progress=progress, keep_graphs=False,
+                 n_jobs=n_jobs)
 
 
 def evaluation_inputs(trace: FeatureTrace, tracking: TrackingResult, cfg: RunConfig, *, progress: Any = False,
                       n_jobs: int = 1) -> tuple[TrackingResult | None, dict[str, FeatureGroup]]:
     """``(random-decoder tracking or None, feature groups)``: what :func:`evaluate` needs besides the capture and
-    the tracks. Both rerun the tracker (the control on random directions, the ``position_tracks`` group on the
-    tracked positions); with ``n_jobs != 1`` they run at once in two threads (the tracker's numpy products release
-    the GIL: 25.0 s one after the other, 17.8 s at once, gpt2-medium shape, 800 examples, 2 cores). Same numbers."""
+    the tracks. Both rerun the tracker (the control on random directions, the ``position_tracks`` group once per
+    decision position), each with ``n_jobs`` batches at once in threads (the same numbers)."""
     from ghost_lens.detect.features import build_feature_groups
 
-    if n_jobs == 1:
-        return control_tracking(trace, cfg, progress=progress), build_feature_groups(trace, tracking, cfg)
-    from joblib import Parallel, delayed
-
-    random_tracking, groups = Parallel(n_jobs=2, backend="threading")(
-        [delayed(control_tracking)(trace, cfg, progress=progress), delayed(build_feature_groups)(trace, tracking, cfg)])
-    return random_tracking, groups
+    return (control_tracking(trace, cfg, progress=progress, n_jobs=n_jobs),
+            build_feature_groups(trace, tracking, cfg, n_jobs=n_jobs))
 
 
 def run_pipeline(

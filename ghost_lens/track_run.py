@@ -189,11 +189,11 @@ def _run_stages(folder: RunFolder, cfg: RunConfig, progress: bool, ctx: Any, dev
         # the evaluation's per-example inputs: every shard cut to the tracked window, concatenated
         trace = source.load().tracked_window(cfg.tracker.positions) if isinstance(source, CaptureShards) else source
         with _stage(folder, "tracking"):
-            tracking = track(source, cfg.tracker, progress=prog)  # shard by shard
+            tracking = track(source, cfg.tracker, progress=prog, n_jobs=n_jobs)  # shard by shard
             save_graphs(tracking.graphs, trace.ids, folder.path / C.GRAPHS_DIR)
             _write_track_outputs(folder.path, trace, tracking)
         with _stage(folder, "evaluation"):
-            # once: the evaluation's and the final detector's groups (and the control's tracks), at once when n_jobs > 1
+            # once: the evaluation's and the final detector's groups (and the control's tracks)
             random_tracking, groups = evaluation_inputs(trace, tracking, cfg, progress=prog, n_jobs=n_jobs)
             evaluation = evaluate(trace, tracking, cfg, random_tracking=random_tracking, progress=prog,
                                   feature_groups=groups, n_jobs=n_jobs)

@@ -72,11 +72,13 @@ def build_feature_groups(
     tracking: TrackingResult | None,
     cfg: RunConfig,
     names: Sequence[str] | None = None,
+    n_jobs: int = 1,
 ) -> dict[str, FeatureGroup]:
     """The requested groups (default: all of :data:`FEATURE_GROUPS`), in the order asked.
 
     ``tracking`` is the run's tracking of ``trace`` (its metrics are the ``tracks`` group); ``None`` tracks here
-    with ``cfg.tracker``. Raises :class:`ConfigError` for an unknown group name.
+    with ``cfg.tracker``. ``n_jobs``: batches tracked at once, in threads, where a group runs the tracker (the
+    same numbers). Raises :class:`ConfigError` for an unknown group name.
     """
     wanted = list(FEATURE_GROUPS if names is None else names)
     unknown = [g for g in wanted if g not in FEATURE_GROUPS]
@@ -85,20 +87,20 @@ def build_feature_groups(
     out: dict[str, FeatureGroup] = {}
     for name in wanted:
         if name == "tracks":
-            out[name] = tracks_group(trace, tracking, cfg)
+            out[name] = tracks_group(trace, tracking, cfg, n_jobs)
         elif name == "sae_stats":
             out[name] = sae_stats_group(trace)
         else:
-            out[name] = position_tracks_group(trace, cfg)
+            out[name] = position_tracks_group(trace, cfg, n_jobs)
     return out
 
 
-def tracks_group(trace: FeatureTrace, tracking: TrackingResult | None, cfg: RunConfig) -> FeatureGroup:
+def tracks_group(trace: FeatureTrace, tracking: TrackingResult | None, cfg: RunConfig, n_jobs: int = 1) -> FeatureGroup:
     """Group 1: the tracker's metrics as configured (tracked here when ``tracking`` is ``None``)."""
     if tracking is None:
         from ghost_lens.tracking.result import track_trace
 
-        tracking = track_trace(trace, cfg.tracker, progress=False, keep_graphs=False)
+        tracking = track_trace(trace, cfg.tracker, progress=False, keep_graphs=False, n_jobs=n_jobs)
     if tracking.n_examples != trace.n_examples:
         raise ValueError(f"tracking has {tracking.n_examples} examples, the capture {trace.n_examples}")
     t = tracking.config
@@ -174,7 +176,7 @@ def token_stats(vals: np.ndarray, totals: np.ndarray | None) -> np.ndarray:
     return np.stack([l1, top, entropy, share, l0], axis=-1)
 
 
-def position_tracks_group(trace: FeatureTrace, cfg: RunConfig) -> FeatureGroup:
+def position_tracks_group(trace: FeatureTrace, cfg: RunConfig, n_jobs: int = 1) -> FeatureGroup:
     """Group 3: the tracker once per decision position, with raw-mass columns beside the normalised metrics."""
     from ghost_lens.tracking.result import track_trace
 
@@ -182,7 +184,7 @@ def position_tracks_group(trace: FeatureTrace, cfg: RunConfig) -> FeatureGroup:
     norm = cfg.tracker.position_normalization
     for pos in STAT_POSITIONS:
         tcfg = dataclasses.replace(cfg.tracker, positions=pos, normalization=norm)
-        res = track_trace(trace, tcfg, progress=False, keep_graphs=False, scale=True)
+        res = track_trace(trace, tcfg, progress=False, keep_graphs=False, scale=True, n_jobs=n_jobs)
         blocks.append(res.metrics)
         names += [f"{pos}/{c}" for c in res.feature_names]
     return FeatureGroup(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -167,16 +168,17 @@ class Tracker:
         for s in range(0, n, size):
             yield np.arange(s, min(s + size, n))
 
-    def batch(self, examples: np.ndarray) -> TrackBatch:
-        """Steps 1-5 for these example indices."""
+    def batch(self, examples: np.ndarray, limit_blas: bool = True) -> TrackBatch:
+        """Steps 1-5 for these example indices. ``limit_blas=False``: the caller already holds BLAS at one thread
+        (:func:`one_blas_thread`; threads tracking batches at once must not each set and restore it)."""
         det = self.data.detections(
             examples, self.cfg.positions, self.cfg.top_k_features, self.cfg.normalization, self.scale
         )
-        # one BLAS thread: the per-example products are small ([n_live, d_model] @ [d_model, M]), where BLAS threads
-        # cost more in wake-ups and contention than they save (gpt2-medium shape, 27 examples x one layer: 11.8 ms on
-        # one thread, 44 ms on two on a busy 2-core machine)
-        with _blas_controller().limit(limits=1, user_api="blas"):
-            return track_batch(det, self.table, self.cfg, self.layers, [self.ids[i] for i in examples.tolist()])
+        ids = [self.ids[i] for i in examples.tolist()]
+        if not limit_blas:
+            return track_batch(det, self.table, self.cfg, self.layers, ids)
+        with one_blas_thread():
+            return track_batch(det, self.table, self.cfg, self.layers, ids)
 
     def arrays(self, i: int) -> TrackArrays:
         return self.batch(np.asarray([i])).example(0)
@@ -186,6 +188,14 @@ class Tracker:
 def _blas_controller() -> ThreadpoolController:
     """The process's thread pools, inspected once (a ``limit`` context is then ~0.04 ms instead of ~1.4 ms)."""
     return ThreadpoolController()
+
+
+def one_blas_thread() -> Any:
+    """A context holding numpy's BLAS at one thread. The tracker's products are small
+    (``[n_live, d_model] @ [d_model, M]``), where BLAS threads cost more in wake-ups and contention than they save
+    (gpt2-medium shape, 27 examples x one layer: 11.8 ms on one thread, 44 ms on two on a busy 2-core machine);
+    more cores go to batches tracked at once instead (``n_jobs`` of :func:`ghost_lens.tracking.track_trace`)."""
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def track_example(

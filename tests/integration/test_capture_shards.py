@@ -84,6 +84,9 @@ def test_sharded_equals_one_shard_and_loads_as_one_trace(setup, tmp_path):
         np.testing.assert_allclose(lazy.metrics, whole.metrics, rtol=1e-6)  # float32 matmuls batched apart
         np.testing.assert_allclose(lazy.metrics, single.metrics, rtol=1e-4, atol=1e-6)
         assert [set(g.graph.edges) for g in lazy.graphs] == [set(g.graph.edges) for g in whole.graphs]
+        threaded = track_trace(many, cfg, progress=False, n_jobs=2)  # batches of every shard in two threads
+        np.testing.assert_array_equal(threaded.metrics, lazy.metrics)
+        assert [set(g.graph.edges) for g in threaded.graphs] == [set(g.graph.edges) for g in lazy.graphs]
     rnd = track_trace(many, TRACK, decoder_mode="random", seed=3, progress=False, keep_graphs=False)
     np.testing.assert_allclose(rnd.metrics, track_trace(a, TRACK, decoder_mode="random", seed=3,
                                                         progress=False).metrics)
