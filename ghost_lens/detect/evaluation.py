@@ -104,6 +104,8 @@ class _FoldFit:
     """Probe -> the (candidate, C) it chose inside the training part."""
     failed: dict[str, str]
     """Baseline -> why it could not be fitted here."""
+    methods: list[str] = dataclasses.field(default_factory=list)
+    """The methods this fit was given (all, or one job's share of them)."""
 
 
 def _fit_all(
@@ -114,7 +116,10 @@ def _fit_all(
     and the baselines that failed to fit (name -> reason; a failing detector is an error, a baseline is reported).
 
     ``n_jobs > 1``: the (repeat, fold) training parts are fitted in that many worker processes (joblib's loky
-    backend, one BLAS thread each; ``-1``: one per CPU), merged in order: the same numbers as one process."""
+    backend, one BLAS thread each; ``-1``: one per CPU), merged in order: the same numbers as one process. Each
+    part is two jobs, its probes and the rest, and every part's probes go first: the longest jobs start first
+    and the last ones are short, so fewer workers wait at the end (longest-first scheduling; each method's parts
+    still merge in part order)."""
     n_rep, n_folds = folds.shape[0], int(folds.max()) + 1
     parts = [(r, k) for r in range(n_rep) for k in range(n_folds)]
     oof = {m.name: np.empty(folds.shape) for m in methods}
@@ -135,14 +140,24 @@ def _fit_all(
             from joblib import Parallel, delayed, parallel_config
 
             stack.enter_context(parallel_config(backend="loky", inner_max_num_threads=1))
+            jobs = [(r, k, subset) for subset in _longest_first(methods) for r, k in parts]
             fits = Parallel(n_jobs=n_jobs, return_as="generator")(
-                delayed(_fit_fold)(methods, y, groups, folds, r, k, seeds[r], rule) for r, k in parts)
-        for i, fit in enumerate(fits):
+                delayed(_fit_fold)(subset, y, groups, folds, r, k, seeds[r], rule) for r, k, subset in jobs)
+        done = 0
+        for fit in fits:
             _merge(fit, folds, oof, det, failed, extras)
             if n_jobs != 1:  # one process reports after each method (on_method)
-                report_progress((i + 1) * len(methods), total,
-                                f"repeat {fit.r + 1}/{n_rep}, fold {fit.k + 1}/{n_folds}")
+                done += len(fit.methods)
+                report_progress(done, total, f"repeat {fit.r + 1}/{n_rep}, fold {fit.k + 1}/{n_folds}")
     return oof, det, failed
+
+
+def _longest_first(methods: list[Method]) -> list[list[Method]]:
+    """The methods in two jobs per training part: the probes (their inner selection over every layer is most of
+    a part's time) and the rest; a list without probes stays one job."""
+    probes = [m for m in methods if m.name in ("probe", "sparse_probe")]
+    rest = [m for m in methods if m not in probes]
+    return [subset for subset in (probes, rest) if subset]
 
 
 def _fit_fold(
@@ -151,7 +166,7 @@ def _fit_fold(
 ) -> _FoldFit:
     """Fit every method (but those in ``skip``) on training part ``(r, k)`` and score its test part."""
     train, test = folds[r] != k, folds[r] == k
-    out = _FoldFit(r, k, {}, None, {}, {})
+    out = _FoldFit(r, k, {}, None, {}, {}, [m.name for m in methods])
     for i, m in enumerate(methods):
         if skip is None or m.name not in skip:
             _fit_one(m, y, groups, train, test, r, k, seed, rule, out)
@@ -310,7 +325,7 @@ def evaluate(
     # machine; the world-facts evaluation: half the CPU time)
     with threadpool_limits(limits=1, user_api="blas"):
         oof, det_fit, failed = _fit_all(methods, y, g, folds, seeds, cfg_eval.threshold_rule, progress, n_jobs)
-        skipped.update(failed)
+        skipped.update({m.name: failed[m.name] for m in methods if m.name in failed})  # in method order
         methods = [m for m in methods if m.name not in failed]
         ctx = _Context(y, g, folds, kind, cfg_detector, cfg_eval, selected, grps, names, settings, own)
         return _assemble(ctx, methods, oof, det_fit, id_list, notes + warnings, skipped, X)
