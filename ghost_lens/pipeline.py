@@ -127,15 +127,14 @@ def evaluate(trace: FeatureTrace, tracking: TrackingResult, cfg: RunConfig | Non
     """The detector (on its feature groups), the ablation, the stacked scorer and the baselines on the same
     group-wise folds, broken down by ``meta["kind"]`` when the capture's examples carry one. ``feature_groups``:
     the groups of ``trace`` and ``tracking`` when already built (:func:`ghost_lens.detect.features.build_feature_groups`;
-    the ``position_tracks`` group runs the tracker again). ``n_jobs``: processes fitting the folds (same numbers)."""
+    the ``position_tracks`` group runs the tracker again). ``n_jobs``: processes fitting the folds, and threads for the
+    tracker where the control and the groups run it here (the same numbers)."""
     from ghost_lens.detect.evaluation import BaselineInputs
     from ghost_lens.detect.evaluation import evaluate as _evaluate
     from ghost_lens.detect.features import build_feature_groups
 
     cfg = cfg or RunConfig()
-    if random_tracking is None and feature_groups is None:
-        random_tracking, feature_groups = evaluation_inputs(trace, tracking, cfg, n_jobs=n_jobs)
-    elif random_tracking is None:
+    if random_tracking is None:
         random_tracking = control_tracking(trace, cfg, n_jobs=n_jobs)
     groups = (dict(feature_groups) if feature_groups is not None
               else build_feature_groups(trace, tracking, cfg, n_jobs=n_jobs))

@@ -152,11 +152,15 @@ def _fit_all(
     return oof, det, failed
 
 
+_LONG_METHODS = ("probe", "sparse_probe")
+"""The methods whose fit is most of a training part's time (their inner selection over every layer)."""
+
+
 def _longest_first(methods: list[Method]) -> list[list[Method]]:
-    """The methods in two jobs per training part: the probes (their inner selection over every layer is most of
-    a part's time) and the rest; a list without probes stays one job."""
-    probes = [m for m in methods if m.name in ("probe", "sparse_probe")]
-    rest = [m for m in methods if m not in probes]
+    """The methods in two jobs per training part: the probes (:data:`_LONG_METHODS`) and the rest; a list
+    without probes stays one job."""
+    probes = [m for m in methods if m.name in _LONG_METHODS]
+    rest = [m for m in methods if m.name not in _LONG_METHODS]
     return [subset for subset in (probes, rest) if subset]
 
 

@@ -122,8 +122,8 @@ def _ridge_solutions(gram: np.ndarray, rhs: np.ndarray, lambdas: Sequence[float]
            else np.array(RELATIVE_LAMBDAS) * max(float(np.trace(gram)) / n, 1e-12))
     out = np.empty((gram.shape[0], lam.size))
     for i, pen in enumerate(lam):
-        shifted = gram.copy()
-        shifted.flat[:: gram.shape[0] + 1] += float(pen)  # the diagonal, in place
+        shifted = gram.copy(order="F")  # Fortran order: LAPACK factorises it in place, no second copy
+        shifted.flat[:: gram.shape[0] + 1] += float(pen)  # the diagonal
         out[:, i] = cho_solve(cho_factor(shifted, overwrite_a=True, check_finite=False), rhs, check_finite=False)
     return out
 

@@ -38,12 +38,15 @@ from scipy.linalg import qr
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from sklearn.utils.validation import validate_data
 
 
 def row_basis(x: Float[np.ndarray, "n d"]) -> tuple[Float[np.ndarray, "d n"], Float[np.ndarray, "n n"]]:
     """``(Q, Z)``: an orthonormal basis ``Q`` of the span of the rows of ``x`` (thin QR of ``x^T``) and the rows in
     it, ``Z = x Q = R^T``."""
-    q, r = qr(np.asarray(x, dtype=np.float64).T, mode="economic", check_finite=False)
+    x = np.asarray(x)
+    q, r = qr((x if x.dtype in (np.float32, np.float64) else x.astype(np.float64)).T, mode="economic",
+              check_finite=False)
     return q, np.ascontiguousarray(r.T)
 
 
@@ -59,18 +62,22 @@ class RowSpaceLogisticRegression(LogisticRegression):
     def fit(self, X: Any, y: Any, sample_weight: Any = None) -> RowSpaceLogisticRegression:
         if not self._rowspace_applies(X):
             return super().fit(X, y, sample_weight=sample_weight)
-        X = np.asarray(X, dtype=np.float64)
+        previous = getattr(self, "coef_", None) if self.warm_start else None
+        # scikit-learn's own checks and bookkeeping: n_features_in_, feature_names_in_ (a DataFrame), dtype kept
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=True)
         q, z = row_basis(X)
         inner = LogisticRegression(**self.get_params())
-        if self.warm_start and getattr(self, "coef_", None) is not None and self.coef_.shape[1] == X.shape[1]:
+        if previous is not None:
+            if previous.shape[1] != X.shape[1]:
+                raise ValueError(f"warm start: the previous coef_ has {previous.shape[1]} features, X has "
+                                 f"{X.shape[1]}")
             # the previous solution, projected on the rows' span (exact when it was fitted on the same rows)
-            inner.coef_, inner.intercept_ = self.coef_ @ q, np.array(self.intercept_, copy=True)
+            inner.coef_, inner.intercept_ = previous @ q, np.array(self.intercept_, copy=True)
         inner.fit(z, y, sample_weight=sample_weight)
         self.coef_ = inner.coef_ @ q.T
         self.intercept_ = inner.intercept_
         self.classes_ = inner.classes_
         self.n_iter_ = inner.n_iter_
-        self.n_features_in_ = X.shape[1]
         return self
 
 

@@ -130,7 +130,9 @@ def track_trace(
     ``n_jobs != 1``: that many batches of examples are tracked at once, in threads (joblib's threading backend;
     ``-1``: one per CPU), numpy's BLAS held at one thread for all of them; results are taken in order, so the
     metrics and graphs are the same as with one. The tracker's work is numpy products and elementwise passes that
-    release the GIL: 15.3 s -> 8.7 s on 2 cores for the 800 examples of the gpt2-medium bench.
+    release the GIL: 15.3 s -> 8.7 s on 2 cores for the 800 examples of the gpt2-medium bench. Memory: each batch
+    stays under :meth:`~ghost_lens.tracking.tracker.Tracker.batches`'s budget, so ``n_jobs`` of them take up to
+    ``n_jobs`` times one batch's arrays.
     """
     if decoder_mode not in ("sae", "random"):
         raise ValueError(f"decoder_mode must be 'sae' or 'random', got {decoder_mode!r}")
@@ -179,8 +181,8 @@ def _tracked_batches(
 
     def one(examples: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[TrackGraph]]:
         batch = tracker.batch(examples, limit_blas=n_jobs == 1)
-        values = np.concatenate([batch_metrics(batch), batch_scale_metrics(batch)], axis=1) if scale \
-            else batch_metrics(batch)
+        values = (np.concatenate([batch_metrics(batch), batch_scale_metrics(batch)], axis=1) if scale
+                  else batch_metrics(batch))
         return examples, values, [batch.example(b).to_graph() for b in range(examples.size)] if keep_graphs else []
 
     if n_jobs == 1:

@@ -194,7 +194,9 @@ def one_blas_thread() -> Any:
     """A context holding numpy's BLAS at one thread. The tracker's products are small
     (``[n_live, d_model] @ [d_model, M]``), where BLAS threads cost more in wake-ups and contention than they save
     (gpt2-medium shape, 27 examples x one layer: 11.8 ms on one thread, 44 ms on two on a busy 2-core machine);
-    more cores go to batches tracked at once instead (``n_jobs`` of :func:`ghost_lens.tracking.track_trace`)."""
+    more cores go to batches tracked at once instead (``n_jobs`` of :func:`ghost_lens.tracking.track_trace`).
+    Entered in one thread, the limit holds for every thread with a pthreads BLAS (OpenBLAS / MKL / BLIS of the pip
+    wheels); an OpenMP-built OpenBLAS keeps a per-thread setting, so other threads may use more (speed only)."""
     return _blas_controller().limit(limits=1, user_api="blas")
 
 

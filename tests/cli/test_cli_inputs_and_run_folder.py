@@ -123,8 +123,8 @@ def test_forced_run_with_new_layers_interrupted_before_capture_is_not_reused(tmp
 
 
 def test_threads_fit_the_evaluation_in_processes_with_the_same_numbers(tmp_path):
-    """``--threads 2`` on the saved capture: the evaluation's folds in two processes (and the random-decoder
-    control's tracks beside the feature groups, in two threads), the same metrics file."""
+    """``--threads 2`` on the saved capture: the evaluation's folds in two processes (and the tracker's batches,
+    for the random-decoder control and the feature groups, two at a time in threads), the same metrics file."""
     out = tmp_path / "run"
     sets = [*RUN_SETS, "--set", "eval.n_repeats=1", "--set", "eval.baselines=[logprob,probe,shuffled,random_decoder]"]
     first = invoke("--threads", "1", "track", "--out", out, "--layers", "0-1", *sets)

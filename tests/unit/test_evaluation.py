@@ -208,6 +208,23 @@ def test_a_baseline_failing_to_fit_is_reported_not_fatal_and_progress_is_reporte
     assert calls[-1] == (12, 12)  # 4 folds x (detector, length, text)
 
 
+def test_a_failing_baseline_reads_the_same_in_two_processes():
+    """In processes the probes' jobs go first; the failures, the probes' choices and every number still read the
+    same, in the same order, as in one process."""
+    import dataclasses
+
+    data = make_synthetic(n_groups=30, per_group=2, seed=6)
+    texts = [""] * data.labels.size
+    texts[0] = "hello"  # the fold that tests example 0 trains on empty texts only: TF-IDF cannot fit
+    kwargs = {**data.kwargs(), "baseline_inputs": dataclasses.replace(data.inputs, answer_text=texts)}
+    cfg = fast_eval(baselines=["length", "text", "probe", "shuffled"])
+    one = evaluate(**kwargs, cfg_detector=DetectorConfig(), cfg_eval=cfg)
+    two = evaluate(**kwargs, cfg_detector=DetectorConfig(), cfg_eval=cfg, n_jobs=2)
+    assert one.metrics["skipped"]["text"].startswith("failed to fit in repeat 0, fold")
+    assert one.metrics["baselines"]["probe"]["selected"]
+    assert json.dumps(two.metrics, default=str) == json.dumps(one.metrics, default=str)  # keys in the same order
+
+
 @pytest.mark.parametrize("progress", [None, False, True, "rich"])
 def test_progress_accepts_the_pipeline_conventions(progress):
     from rich.progress import Progress

@@ -134,12 +134,18 @@ def test_activation_totals_match_topk_statistics_when_k_covers_every_active_feat
     assert tot[3].tolist() == [0.0, 0.0, 0.0]
 
 
-def test_evaluation_inputs_in_two_threads_equal_one_after_the_other():
-    """``pipeline.evaluation_inputs``: the control's tracks and the feature groups, at once in two threads
-    (``n_jobs=2``) or one after the other; the same numbers."""
+def test_evaluation_inputs_with_tracker_threads_equal_one_thread(monkeypatch):
+    """``pipeline.evaluation_inputs``: the control's tracks and the feature groups (``position_tracks`` reruns the
+    tracker), with the tracker's batches two at a time in threads (``n_jobs=2``) or one at a time; the same
+    numbers."""
     from ghost_lens.pipeline import evaluation_inputs, track
+    from ghost_lens.tracking.tracker import Tracker
 
+    original = Tracker.batches
+    # small batches, so that two run at once
+    monkeypatch.setattr(Tracker, "batches", lambda self, max_batch=64, budget=200: original(self, max_batch, budget))
     trace = random_trace(n_examples=12, n_layers=3, seed=2)
+    assert len(list(Tracker(trace, TrackerConfig()).batches())) > 2
     cfg = RunConfig()
     assert "random_decoder" in cfg.eval.baselines
     tracking = track(trace, cfg.tracker)

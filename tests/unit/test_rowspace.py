@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -44,6 +46,29 @@ def test_wide_fit_equals_the_plain_fit(params: dict) -> None:
     np.testing.assert_allclose(rot.intercept_, plain.intercept_, atol=1e-6)
     x_new = _wide(seed=2)[0]
     np.testing.assert_allclose(rot.predict_proba(x_new), plain.predict_proba(x_new), atol=1e-7)
+
+
+def test_multiclass_dataframe_and_float32_like_the_plain_fit() -> None:
+    import pandas as pd
+
+    x, _ = _wide()
+    y3 = np.digitize(x[:, 0] + x[:, 1], np.quantile(x[:, 0] + x[:, 1], [1 / 3, 2 / 3]))
+    for solver in ("lbfgs", "newton-cholesky"):
+        plain = LogisticRegression(solver=solver, tol=1e-10, max_iter=10_000).fit(x, y3)
+        rot = RowSpaceLogisticRegression(solver=solver, tol=1e-10, max_iter=10_000).fit(x, y3)
+        assert rot.coef_.shape == plain.coef_.shape == (3, 150)
+        np.testing.assert_allclose(rot.predict_proba(x), plain.predict_proba(x), atol=1e-6)
+    frame = pd.DataFrame(x, columns=[f"f{i}" for i in range(150)])
+    rot = RowSpaceLogisticRegression().fit(frame, y3)
+    assert list(rot.feature_names_in_) == list(frame.columns) and rot.n_features_in_ == 150
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "X has feature names, but ... was fitted without feature names"
+        rot.predict(frame)
+    x32 = x.astype(np.float32)
+    assert RowSpaceLogisticRegression().fit(x32, y3).coef_.dtype == LogisticRegression().fit(x32, y3).coef_.dtype
+    warm = RowSpaceLogisticRegression(warm_start=True).fit(x, y3)
+    with pytest.raises(ValueError, match="warm start"):
+        warm.fit(x[:, :100], y3)
 
 
 def test_tall_or_l1_fit_is_scikit_learns_own() -> None:
