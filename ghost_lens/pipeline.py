@@ -196,17 +196,6 @@ def control_tracking(trace: FeatureTrace, cfg: RunConfig, *, progress: Any = Fal
                  n_jobs=n_jobs)
 
 
-def evaluation_inputs(trace: FeatureTrace, tracking: TrackingResult, cfg: RunConfig, *, progress: Any = False,
-                      n_jobs: int = 1) -> tuple[TrackingResult | None, dict[str, FeatureGroup]]:
-    """``(random-decoder tracking or None, feature groups)``: what :func:`evaluate` needs besides the capture and
-    the tracks. Both rerun the tracker (the control on random directions, the ``position_tracks`` group once per
-    decision position), each with ``n_jobs`` batches at once in threads (the same numbers)."""
-    from ghost_lens.detect.features import build_feature_groups
-
-    return (control_tracking(trace, cfg, progress=progress, n_jobs=n_jobs),
-            build_feature_groups(trace, tracking, cfg, n_jobs=n_jobs))
-
-
 def run_pipeline(
     model: HookedTransformer,
     saes: Mapping[int, SAE],

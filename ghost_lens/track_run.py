@@ -148,7 +148,8 @@ def _no_stage():
 def _run_stages(folder: RunFolder, cfg: RunConfig, progress: bool, ctx: Any, device: str, n_jobs: int = 1) -> TrackRun:
     from ghost_lens.capture.distributed import error_text
     from ghost_lens.capture.shards import CaptureShards, prepare_partial
-    from ghost_lens.pipeline import evaluate, evaluation_inputs, load_model_and_bundle, track
+    from ghost_lens.detect.features import build_feature_groups
+    from ghost_lens.pipeline import control_tracking, evaluate, load_model_and_bundle, track
 
     load_cfg = dataclasses.replace(cfg, device=device)  # the saved config keeps what the user typed (``auto``)
     with make_progress(progress) as prog:
@@ -193,8 +194,8 @@ def _run_stages(folder: RunFolder, cfg: RunConfig, progress: bool, ctx: Any, dev
             save_graphs(tracking.graphs, trace.ids, folder.path / C.GRAPHS_DIR)
             _write_track_outputs(folder.path, trace, tracking)
         with _stage(folder, "evaluation"):
-            # once: the evaluation's and the final detector's groups (and the control's tracks)
-            random_tracking, groups = evaluation_inputs(trace, tracking, cfg, progress=prog, n_jobs=n_jobs)
+            random_tracking = control_tracking(trace, cfg, progress=prog, n_jobs=n_jobs)
+            groups = build_feature_groups(trace, tracking, cfg, n_jobs=n_jobs)  # once: evaluation + final detector
             evaluation = evaluate(trace, tracking, cfg, random_tracking=random_tracking, progress=prog,
                                   feature_groups=groups, n_jobs=n_jobs)
             evaluation.save(folder.path)

@@ -57,7 +57,7 @@ def auroc_columns(scores: Float[np.ndarray, "n m"], y: np.ndarray) -> Float[np.n
     return (ranks[y].sum(axis=0) - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
 
 
-def scale_rows(mat: Any, rows: np.ndarray, kind: str) -> tuple[Any, np.ndarray | None, np.ndarray]:
+def scale_rows(mat: Any, rows: np.ndarray | slice, kind: str) -> tuple[Any, np.ndarray | None, np.ndarray]:
     """``(matrix, mean or None, scale)`` fitted on ``mat[rows]`` as the probe's scaler does: ``"dense"``
     standardises (``StandardScaler``: population std, a constant column keeps scale 1); ``"sparse"`` divides by
     the column's max absolute value (``MaxAbsScaler``: no centring, sparsity kept). The matrix returned is all rows
@@ -148,7 +148,7 @@ def ridge_screen_scores(
     splits = [(tr, te) for tr, te in splits if np.unique(y[te]).size == 2]
     if not splits:
         return np.full(n_lam, np.nan)
-    scaled, _, _ = scale_rows(mat, np.arange(mat.shape[0]), kind)
+    scaled, _, _ = scale_rows(mat, slice(None), kind)  # all rows: no gathered copy
     dual = mat.shape[1] >= max(tr.size for tr, _ in splits)  # the smaller system
     kern, a = (_gram(scaled), None) if dual else (None, _dense(scaled))
     per_fold = []

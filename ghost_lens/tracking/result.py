@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
@@ -146,9 +145,7 @@ def track_trace(
     graphs: list[TrackGraph] | None = [] if keep_graphs else None
     ids: list[str] = []
     t0, logged, base = time.perf_counter(), 0, 0
-    with contextlib.ExitStack() as stack:
-        if n_jobs != 1:
-            stack.enter_context(one_blas_thread())  # once for all threads (each batch would set and restore it)
+    with one_blas_thread():  # once for all batches (threads tracking at once must not each set and restore it)
         for tracker in parts:
             for examples, values, example_graphs in _tracked_batches(tracker, scale, graphs is not None, n_jobs):
                 metrics[base + examples] = values
@@ -180,7 +177,7 @@ def _tracked_batches(
     many batches at once in threads (the caller holds BLAS at one thread)."""
 
     def one(examples: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[TrackGraph]]:
-        batch = tracker.batch(examples, limit_blas=n_jobs == 1)
+        batch = tracker.batch(examples, limit_blas=False)
         values = (np.concatenate([batch_metrics(batch), batch_scale_metrics(batch)], axis=1) if scale
                   else batch_metrics(batch))
         return examples, values, [batch.example(b).to_graph() for b in range(examples.size)] if keep_graphs else []

@@ -24,6 +24,7 @@ Vectorised over a batch of examples: the only loop is over layers (steps 3-4 nee
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from functools import cache
 from typing import Any
@@ -174,11 +175,8 @@ class Tracker:
         det = self.data.detections(
             examples, self.cfg.positions, self.cfg.top_k_features, self.cfg.normalization, self.scale
         )
-        ids = [self.ids[i] for i in examples.tolist()]
-        if not limit_blas:
-            return track_batch(det, self.table, self.cfg, self.layers, ids)
-        with one_blas_thread():
-            return track_batch(det, self.table, self.cfg, self.layers, ids)
+        with one_blas_thread() if limit_blas else contextlib.nullcontext():
+            return track_batch(det, self.table, self.cfg, self.layers, [self.ids[i] for i in examples.tolist()])
 
     def arrays(self, i: int) -> TrackArrays:
         return self.batch(np.asarray([i])).example(0)

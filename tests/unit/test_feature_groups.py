@@ -135,10 +135,10 @@ def test_activation_totals_match_topk_statistics_when_k_covers_every_active_feat
 
 
 def test_evaluation_inputs_with_tracker_threads_equal_one_thread(monkeypatch):
-    """``pipeline.evaluation_inputs``: the control's tracks and the feature groups (``position_tracks`` reruns the
+    """The evaluation's inputs: the control's tracks and the feature groups (``position_tracks`` reruns the
     tracker), with the tracker's batches two at a time in threads (``n_jobs=2``) or one at a time; the same
     numbers."""
-    from ghost_lens.pipeline import evaluation_inputs, track
+    from ghost_lens.pipeline import control_tracking, track
     from ghost_lens.tracking.tracker import Tracker
 
     original = Tracker.batches
@@ -149,8 +149,8 @@ def test_evaluation_inputs_with_tracker_threads_equal_one_thread(monkeypatch):
     cfg = RunConfig()
     assert "random_decoder" in cfg.eval.baselines
     tracking = track(trace, cfg.tracker)
-    one_ctrl, one_groups = evaluation_inputs(trace, tracking, cfg, n_jobs=1)
-    two_ctrl, two_groups = evaluation_inputs(trace, tracking, cfg, n_jobs=2)
+    one_ctrl, one_groups = control_tracking(trace, cfg, n_jobs=1), build_feature_groups(trace, tracking, cfg, n_jobs=1)
+    two_ctrl, two_groups = control_tracking(trace, cfg, n_jobs=2), build_feature_groups(trace, tracking, cfg, n_jobs=2)
     assert one_ctrl is not None and two_ctrl is not None
     np.testing.assert_array_equal(one_ctrl.metrics, two_ctrl.metrics)
     assert list(one_groups) == list(two_groups) and one_groups
